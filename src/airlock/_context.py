@@ -1,0 +1,50 @@
+"""The per-unit-of-work state (context variables) and the few process-wide hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+from airlock._errors import PolicyEnqueueError
+
+if TYPE_CHECKING:
+    from airlock._intent import Intent
+    from airlock._scope import Scope
+    from airlock.typing import Policy
+
+__all__ = ["PolicyGuard", "current", "hooks", "local_policies"]
+
+# contextvars give each thread, asyncio task and (recent) greenlet its own value.
+current: ContextVar[Scope | PolicyGuard | None] = ContextVar("airlock.scope", default=None)
+local_policies: ContextVar[tuple[Policy, ...]] = ContextVar("airlock.local_policies", default=())
+
+
+@final
+class PolicyGuard:
+    """Stands in for the current scope while policies run, so they cannot enqueue."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope | None) -> None:
+        self.scope = scope
+
+    def _enqueue(self, *args: Any) -> NoReturn:
+        raise PolicyEnqueueError(
+            "a policy called airlock.enqueue(); policies judge intents, they never "
+            "create them. Enqueue from the code that runs inside the scope instead."
+        )
+
+
+@final
+class _Hooks:
+    """Process-wide hooks that integrations switch on explicitly (and off again)."""
+
+    __slots__ = ("capture_trace_context", "executor_override")
+
+    def __init__(self) -> None:
+        self.capture_trace_context: Callable[[], Any] | None = None
+        self.executor_override: Callable[[Intent], Any] | None = None
+
+
+hooks = _Hooks()

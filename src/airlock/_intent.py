@@ -1,0 +1,198 @@
+"""``Intent``: one side effect that domain code asked for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+if TYPE_CHECKING:
+    from airlock.typing import Policy
+
+__all__ = ["Intent"]
+
+_PROCESS = os.urandom(4).hex()
+_set = object.__setattr__
+
+
+@final
+class _Meta:
+    """The rarely set parts of an intent, kept out of line to keep intents small."""
+
+    __slots__ = ("dispatch_options", "local_policies", "name", "origin", "trace_context")
+
+    def __init__(
+        self,
+        name: str | None,
+        origin: Any,
+        dispatch_options: Mapping[str, Any] | None,
+        local_policies: tuple[Policy, ...],
+        trace_context: Any,
+    ) -> None:
+        self.name = name
+        self.origin = origin
+        self.dispatch_options = dispatch_options
+        self.local_policies = local_policies
+        self.trace_context = trace_context
+
+
+@final
+class Intent:
+    """One recorded side effect: a task and the arguments to call it with.
+
+    Intents are immutable (assigning an attribute raises ``AttributeError``) and
+    deliberately unhashable: two intents with the same task and arguments are two
+    side effects, not one.
+
+    Attributes:
+        task: The callable (a function, a Celery task, a Dramatiq actor, ...).
+        args: Positional arguments, always a tuple.
+        kwargs: Keyword arguments, a dict.
+        origin: Free-form note of where the intent came from (``_origin=``), or ``None``.
+        dispatch_options: Executor options (``_dispatch_options=``), or ``None``.
+        local_policies: Policies from enclosing ``airlock.policy()`` blocks, innermost first.
+        trace_context: The tracing context current at enqueue time, when a tracer is
+            instrumented (see :mod:`airlock.integrations.opentelemetry`), else ``None``.
+        enqueued_at_ns: Wall-clock time of the enqueue, in nanoseconds since the epoch.
+
+    .. versionadded:: 0.1
+    """
+
+    # Five slots and an int: an intent costs well under a hundred bytes of its own.
+    __slots__ = ("_meta", "args", "enqueued_at_ns", "kwargs", "task")
+
+    task: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    enqueued_at_ns: int
+    _meta: _Meta | None
+
+    def __init__(
+        self,
+        task: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        origin: Any = None,
+        dispatch_options: Mapping[str, Any] | None = None,
+        local_policies: tuple[Policy, ...] = (),
+        trace_context: Any = None,
+        enqueued_at_ns: int = 0,
+    ) -> None:
+        if not callable(task):
+            raise TypeError(
+                f"an intent's task must be callable, got {task!r} of type {type(task).__name__}"
+            )
+        meta = None
+        if name is not None or origin is not None or dispatch_options is not None or local_policies or trace_context is not None:
+            meta = _Meta(name, origin, dispatch_options, tuple(local_policies), trace_context)
+        _set(self, "task", task)
+        _set(self, "args", tuple(args))
+        _set(self, "kwargs", dict(kwargs or {}))
+        _set(self, "_meta", meta)
+        _set(self, "enqueued_at_ns", enqueued_at_ns)
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(
+            f"Intent is immutable: cannot set {name!r}. Enqueue a new intent instead."
+        )
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Intent is immutable: cannot delete {name!r}.")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "an Intent is an in-process record and is not pickled; "
+            "send intent.task with intent.args and intent.kwargs instead"
+        )
+
+    @property
+    def origin(self) -> Any:
+        meta = self._meta
+        return None if meta is None else meta.origin
+
+    @property
+    def dispatch_options(self) -> Mapping[str, Any] | None:
+        meta = self._meta
+        return None if meta is None else meta.dispatch_options
+
+    @property
+    def local_policies(self) -> tuple[Policy, ...]:
+        meta = self._meta
+        return () if meta is None else meta.local_policies
+
+    @property
+    def trace_context(self) -> Any:
+        meta = self._meta
+        return None if meta is None else meta.trace_context
+
+    @property
+    def id(self) -> str:
+        """A unique, stable id for logs and traces (unique across processes too)."""
+        return f"{_PROCESS}{self.enqueued_at_ns:x}{id(self) & 0xFFFFFFFF:08x}"
+
+    @property
+    def name(self) -> str:
+        """``_name`` if given, else the last dotted part of ``task.name``, else ``__name__``.
+
+        Celery tasks and Huey tasks carry ``name``, Dramatiq actors ``actor_name``.
+        """
+        meta = self._meta
+        if meta is not None and meta.name is not None:
+            return meta.name
+        return task_name(self.task)
+
+    def passes_local_policies(self) -> bool:
+        """Whether every local policy, innermost first, allows this intent."""
+        return all(policy.allows(self) for policy in self.local_policies)
+
+    def __str__(self) -> str:
+        parts = [repr(a) for a in self.args]
+        parts += [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+    def __repr__(self) -> str:
+        return f"<Intent {self}>"
+
+
+def task_name(task: Callable[..., Any]) -> str:
+    """The short name airlock uses for a task (see :attr:`Intent.name`)."""
+    for attribute in ("name", "actor_name"):
+        value = getattr(task, attribute, None)
+        if isinstance(value, str) and value:
+            return value.rpartition(".")[2]
+    value = getattr(task, "__name__", None)
+    if isinstance(value, str):
+        return value
+    return type(task).__name__
+
+
+def _new(
+    task: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    meta: _Meta | None,
+    stamp: int,
+) -> Intent:
+    """The enqueue fast path: build an intent without re-validating what enqueue checked."""
+    intent = _alloc(Intent)
+    _set_task(intent, task)
+    _set_args(intent, args)
+    _set_kwargs(intent, kwargs)
+    _set_meta(intent, meta)
+    _set_stamp(intent, stamp)
+    return intent
+
+
+_alloc = object.__new__
+_set_task = Intent.__dict__["task"].__set__
+_set_args = Intent.__dict__["args"].__set__
+_set_kwargs = Intent.__dict__["kwargs"].__set__
+_set_meta = Intent.__dict__["_meta"].__set__
+_set_stamp = Intent.__dict__["enqueued_at_ns"].__set__

@@ -1,0 +1,510 @@
+"""``Scope``: the buffer that decides when, and whether, intents leave the process."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from operator import attrgetter
+from time import time_ns
+from types import TracebackType
+from typing import Any
+
+from airlock import _context
+from airlock._errors import ScopeStateError
+from airlock._executors import sync_executor
+from airlock._intent import _PROCESS, Intent, _Meta, _new
+from airlock._policies import (
+    AllowAll,
+    AssertNoEffects,
+    BlockTasks,
+    DropAll,
+    LogOnFlush,
+    checks_on_enqueue,
+    is_allow_all,
+)
+from airlock.signals import (
+    dispatch_failed,
+    intent_captured,
+    intent_dispatched,
+    intent_dropped,
+    intent_enqueued,
+    intent_released,
+    scope_discarded,
+    scope_entered,
+    scope_flushed,
+)
+from airlock.typing import Policy
+
+__all__ = ["Scope"]
+
+_CREATED = "created"
+_ACTIVE = "active"
+_EXITED = "exited"
+_FLUSHED = "flushed"
+_DISCARDED = "discarded"
+
+_ALLOW_ALL = AllowAll()
+_scope_numbers = itertools.count(1)
+_by_stamp = attrgetter("enqueued_at_ns")
+_current = _context.current
+_local_policies = _context.local_policies
+_hooks = _context.hooks
+
+
+class Scope:
+    """A unit of work's buffer of intents, and the rules for letting them out.
+
+    Its life: ``enter()`` makes it current, domain code enqueues, ``exit()``
+    restores the previous scope, then exactly one of ``flush()`` (dispatch what the
+    policies allow) or ``discard()`` (drop everything). ``with`` and ``async with``
+    do all of that, flushing on a normal exit and discarding on an exception
+    (see :meth:`should_flush`).
+
+    Args:
+        policy: Decides which intents may go (default :class:`AllowAll`).
+        executor: Sends each intent (default the sync executor, which calls it).
+
+    Subclass hooks: :meth:`should_flush`, :meth:`before_descendant_flushes` and
+    :meth:`schedule_dispatch`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        executor: Callable[[Intent], Any] | None = None,
+    ) -> None:
+        if policy is None:
+            policy = _ALLOW_ALL
+        else:
+            _check_policy(policy, "Scope(policy=...)")
+        if executor is None:
+            executor = sync_executor
+        elif not callable(executor):
+            raise TypeError(
+                f"Scope(executor=...) must be callable with one Intent, got {executor!r}; "
+                "pass e.g. airlock.integrations.executors.celery.celery_executor"
+            )
+        self._policy = policy
+        self._executor = executor
+        self._number = next(_scope_numbers)
+        self._state = _CREATED
+        self._parent: Scope | None = None
+        self._token: Any = None
+        self._buffer: list[Intent] = []
+        self._captured: list[Intent] = []
+        self._judges = not is_allow_all(policy)
+        self._gates = checks_on_enqueue(policy)
+        self._has_local_policies = False
+
+    # -- introspection --------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """A stable id, unique across processes, for logs and traces."""
+        return f"{_PROCESS}-{self._number}"
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def executor(self) -> Callable[[Intent], Any]:
+        return self._executor
+
+    @property
+    def parent(self) -> Scope | None:
+        """The scope that was current when this one was entered."""
+        return self._parent
+
+    @property
+    def state(self) -> str:
+        """One of ``created``, ``active``, ``exited``, ``flushed``, ``discarded``."""
+        return self._state
+
+    @property
+    def is_active(self) -> bool:
+        return self._state is _ACTIVE
+
+    @property
+    def is_flushed(self) -> bool:
+        return self._state is _FLUSHED
+
+    @property
+    def is_discarded(self) -> bool:
+        return self._state is _DISCARDED
+
+    @property
+    def intents(self) -> list[Intent]:
+        """Everything buffered, own and captured, in enqueue order (a copy)."""
+        return list(self._buffer)
+
+    @property
+    def captured_intents(self) -> list[Intent]:
+        """Intents taken from descendant scopes that flushed (a copy)."""
+        return list(self._captured)
+
+    @property
+    def own_intents(self) -> list[Intent]:
+        """Intents enqueued while this scope was the current one (a copy)."""
+        captured = {id(intent) for intent in self._captured}
+        return [intent for intent in self._buffer if id(intent) not in captured]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self._state}, {len(self._buffer)} intents>"
+
+    # -- life -------------------------------------------------------------------
+
+    def enter(self) -> Scope:
+        """Make this scope the current one, remembering the one it replaces."""
+        if self._state is not _CREATED:
+            raise ScopeStateError(
+                f"cannot enter {self!r}: a scope is entered once; it is {self._state}. "
+                "Create a new scope for a new unit of work."
+            )
+        parent = _current.get()
+        if type(parent) is _context.PolicyGuard:
+            parent = parent.scope
+        self._parent = parent
+        self._token = _current.set(self)
+        self._state = _ACTIVE
+        if scope_entered.receivers:
+            scope_entered.emit(self)
+        return self
+
+    def exit(self) -> None:
+        """Stop being the current scope and restore the previous one."""
+        if self._state is not _ACTIVE:
+            raise ScopeStateError(
+                f"cannot exit {self!r}: only an active scope can exit; it is {self._state}"
+            )
+        if _current.get() is not self:
+            raise ScopeStateError(
+                f"cannot exit {self!r}: it is not the current scope "
+                f"({_current.get()!r} is); exit inner scopes first"
+            )
+        try:
+            _current.reset(self._token)
+        except ValueError:
+            # Entered in another contextvars.Context (e.g. an async generator):
+            # the token is foreign here, so restore the parent by value.
+            _current.set(self._parent)
+        self._token = None
+        self._state = _EXITED
+
+    def should_flush(self, error: BaseException | None) -> bool:
+        """Decide, at the end of a ``with`` block, whether to flush (else discard).
+
+        Args:
+            error: The exception leaving the block, or ``None``.
+
+        Returns:
+            ``True`` to flush. The default flushes only when there is no error.
+        """
+        return error is None
+
+    def before_descendant_flushes(self, exiting_scope: Scope, intents: list[Intent]) -> list[Intent]:
+        """Choose which of a flushing descendant's intents may go out now.
+
+        The rest are captured into this scope and share its fate. The default
+        keeps them all, so the outermost scope has the final word.
+
+        Args:
+            exiting_scope: The descendant that is flushing.
+            intents: Its intents that passed its policies, in enqueue order.
+
+        Returns:
+            A list holding the intents that may go now (a subset of ``intents``).
+        """
+        return []
+
+    def schedule_dispatch(self, intents: list[Intent]) -> None:
+        """Decide *when* flushed intents go out. The default: right now, in order.
+
+        Override to defer; call :meth:`_release` (or :meth:`_release_one` per
+        intent) when the moment comes. ``DjangoScope`` waits for the commit.
+        """
+        self._release(intents)
+
+    # -- enqueue ----------------------------------------------------------------
+
+    def _enqueue(
+        self,
+        task: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+        origin: Any,
+        options: Mapping[str, Any] | None,
+    ) -> Intent:
+        if self._state is not _ACTIVE:
+            raise ScopeStateError(
+                f"cannot enqueue into {self!r}: it is {self._state}, so the intent "
+                "could never be flushed. Enqueue inside an active scope."
+            )
+        local = _local_policies.get()
+        capture = _hooks.capture_trace_context
+        if name is None and origin is None and options is None and not local and capture is None:
+            meta = None
+        else:
+            meta = _make_meta(name, origin, options, local, capture)
+            if local:
+                self._has_local_policies = True
+        intent = _new(task, args, kwargs, meta, time_ns())
+        intent_enqueued.emit(self, intent=intent)
+        self._buffer.append(intent)
+        return intent
+
+    # -- flush and discard ---------------------------------------------------------
+
+    def flush(self) -> list[Intent]:
+        """Dispatch (or hand to ancestors) what the policies allow.
+
+        Returns:
+            The intents handed to the executor (or scheduled for it), in enqueue
+            order. Intents captured by an ancestor are not among them.
+
+        Raises:
+            ScopeStateError: The scope is not exited, or already flushed or discarded.
+            TypeError: An ancestor's ``before_descendant_flushes`` returned a non-list.
+        """
+        self._require_exited("flush")
+        buffer = self._buffer
+        if self._judges or self._has_local_policies:
+            kept, dropped = self._judge(buffer)
+        else:
+            kept, dropped = buffer, ()
+        plan, survivors = self._plan_capture(kept)
+        # Everything that can fail has run; from here on the flush happens.
+        self._state = _FLUSHED
+        self._buffer = []
+        self._captured = []
+        if dropped and intent_dropped.receivers:
+            for intent, policy in dropped:
+                intent_dropped.emit(self, intent=intent, policy=policy)
+        for ancestor, taken in plan:
+            ancestor._take(taken, self)
+        try:
+            if survivors:
+                self.schedule_dispatch(survivors)
+        finally:
+            if scope_flushed.receivers:
+                scope_flushed.emit(self, intents=survivors)
+        return survivors
+
+    def discard(self, error: BaseException | None = None) -> list[Intent]:
+        """Drop every buffered intent, own and captured.
+
+        Args:
+            error: The exception that caused the discard, passed on to receivers.
+
+        Returns:
+            The dropped intents, in enqueue order.
+        """
+        self._require_exited("discard")
+        dropped = self._buffer
+        self._state = _DISCARDED
+        self._buffer = []
+        self._captured = []
+        if scope_discarded.receivers:
+            scope_discarded.emit(self, intents=dropped, error=error)
+        return dropped
+
+    def _require_exited(self, step: str) -> None:
+        if self._state is _EXITED:
+            return
+        advice = {
+            _CREATED: "enter() and exit() it first",
+            _ACTIVE: "it is still active: call exit() first (or let its with-block end)",
+            _FLUSHED: "it was already flushed, and a scope flushes or discards once",
+            _DISCARDED: "it was already discarded, and a scope flushes or discards once",
+        }[self._state]
+        raise ScopeStateError(f"cannot {step} {self!r}: {advice}")
+
+    def _judge(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:
+        kept: list[Intent] = []
+        dropped: list[tuple[Intent, Policy]] = []
+        policy = self._policy
+        judges = self._judges
+        token = _current.set(_context.PolicyGuard(self))
+        try:
+            for intent in intents:
+                refuser = None
+                for local in intent.local_policies:
+                    if not local.allows(intent):
+                        refuser = local
+                        break
+                if refuser is None and judges and not policy.allows(intent):
+                    refuser = policy
+                if refuser is None:
+                    kept.append(intent)
+                else:
+                    dropped.append((intent, refuser))
+        finally:
+            _current.reset(token)
+        return kept, dropped
+
+    def _plan_capture(self, intents: list[Intent]) -> tuple[list[tuple[Scope, list[Intent]]], list[Intent]]:
+        """Ask each active ancestor, nearest first, which intents may go now."""
+        plan: list[tuple[Scope, list[Intent]]] = []
+        pending = intents
+        ancestor = self._parent
+        while pending and ancestor is not None:
+            if ancestor._state is _ACTIVE:
+                allowed = ancestor.before_descendant_flushes(self, list(pending))
+                if type(allowed) is not list:
+                    raise TypeError(
+                        f"{type(ancestor).__name__}.before_descendant_flushes() must return a "
+                        f"list of the intents that may go now, got {type(allowed).__name__}; "
+                        f"return [] to capture them all. {self!r} was not flushed."
+                    )
+                if allowed:
+                    chosen = {id(intent) for intent in allowed}
+                    offered = {id(intent) for intent in pending}
+                    if not chosen <= offered:
+                        raise ValueError(
+                            f"{type(ancestor).__name__}.before_descendant_flushes() returned "
+                            "intents it was not offered; return a subset of `intents`. "
+                            f"{self!r} was not flushed."
+                        )
+                    taken = [intent for intent in pending if id(intent) not in chosen]
+                    allowed = [intent for intent in pending if id(intent) in chosen]
+                else:
+                    taken = pending
+                if taken:
+                    plan.append((ancestor, taken))
+                pending = allowed
+            ancestor = ancestor._parent
+        return plan, pending
+
+    def _take(self, intents: list[Intent], child: Scope) -> None:
+        buffer = self._buffer
+        late = bool(buffer) and _by_stamp(intents[0]) < _by_stamp(buffer[-1])
+        buffer.extend(intents)
+        if late:
+            buffer.sort(key=_by_stamp)  # stable: equal stamps keep arrival order
+        self._captured.extend(intents)
+        if intent_captured.receivers:
+            for intent in intents:
+                intent_captured.emit(self, intent=intent, child=child)
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def _release_one(self, intent: Intent) -> None:
+        """Send one intent out now (for :meth:`schedule_dispatch` overrides).
+
+        Raises the executor's exception after reporting it on ``dispatch_failed``.
+        """
+        intent_released.emit(self, intent=intent)
+
+    def _release(self, intents: list[Intent]) -> None:
+        """Send intents out now, in order. A failure does not stop the others:
+        each is reported on ``dispatch_failed``, and the first is raised at the end."""
+        errors: list[Exception] = []
+        for intent in intents:
+            try:
+                intent_released.emit(self, intent=intent)
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            first = errors[0]
+            if len(errors) > 1:
+                first.add_note(
+                    f"airlock: {len(errors) - 1} more intent(s) of {self!r} failed to "
+                    "dispatch; each was reported on airlock.signals.dispatch_failed"
+                )
+            raise first
+
+    # -- context manager ------------------------------------------------------------
+
+    def __enter__(self) -> Scope:
+        return self.enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.exit()
+        if self.should_flush(error):
+            self.flush()
+        else:
+            self.discard(error)
+
+    async def __aenter__(self) -> Scope:
+        return self.enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, error, traceback)
+
+
+def _make_meta(
+    name: str | None,
+    origin: Any,
+    options: Mapping[str, Any] | None,
+    local: tuple[Policy, ...],
+    capture: Callable[[], Any] | None,
+) -> _Meta:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"enqueue(_name=...) must be a string, got {name!r}")
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"enqueue(_dispatch_options=...) must be a mapping such as "
+                f"{{'countdown': 10}}, got {options!r}"
+            )
+        options = dict(options)
+    return _Meta(name, origin, options, local, capture() if capture is not None else None)
+
+
+def _check_policy(policy: object, where: str) -> None:
+    if type(policy) in _BUILTIN_POLICY_TYPES:
+        return
+    if isinstance(policy, type):
+        raise TypeError(f"{where} takes a policy instance, got the class {policy.__name__}; write {policy.__name__}()")
+    if not (callable(getattr(policy, "allows", None)) and callable(getattr(policy, "on_enqueue", None))):
+        raise TypeError(
+            f"{where} takes a policy: an object with on_enqueue(intent) and allows(intent) "
+            f"methods (see airlock.Policy), got {policy!r}"
+        )
+
+
+def _check_on_enqueue(scope: Scope, intent: Intent) -> None:
+    """airlock's receiver on ``intent_enqueued``: run ``on_enqueue`` of every policy."""
+    local = intent.local_policies
+    if not (local or scope._gates):
+        return
+    token = _current.set(_context.PolicyGuard(scope))
+    try:
+        for policy in local:
+            policy.on_enqueue(intent)
+        if scope._gates:
+            scope._policy.on_enqueue(intent)
+    finally:
+        _current.reset(token)
+
+
+def _dispatch(scope: Scope, intent: Intent) -> None:
+    """airlock's receiver on ``intent_released``: hand the intent to the executor."""
+    executor = _hooks.executor_override or scope._executor
+    try:
+        result = executor(intent)
+    except Exception as error:
+        if dispatch_failed.receivers:
+            dispatch_failed.emit(scope, intent=intent, error=error)
+        raise
+    if intent_dispatched.receivers:
+        intent_dispatched.emit(scope, intent=intent, result=result)
+
+
+intent_enqueued._attach_core(_check_on_enqueue, before_observers=True)
+intent_released._attach_core(_dispatch, before_observers=False)
+
+_BUILTIN_POLICY_TYPES = frozenset({AllowAll, AssertNoEffects, BlockTasks, DropAll, LogOnFlush})

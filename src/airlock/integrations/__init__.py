@@ -1,0 +1,1 @@
+"""Bridges to the frameworks and queues airlock works with. Each needs its extra."""
