@@ -1,0 +1,65 @@
+"""Shared fixtures: a clean airlock for every test, and access to real services."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+import airlock
+from airlock import _context, signals
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+SERVICES = {
+    "redis": ("127.0.0.1", 6379),
+    "rabbitmq": ("127.0.0.1", 5672),
+    "postgres": ("127.0.0.1", 5432),
+}
+
+
+def require_service(name: str) -> None:
+    """Skip (or, under CI=true, fail) the calling test when a service is not reachable."""
+    host, port = SERVICES[name]
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return
+    except OSError as error:
+        reason = f"{name} is not reachable on {host}:{port} ({error}); start it to run this test"
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _clean_airlock():
+    """Reset configuration and disconnect receivers a test connected."""
+    before = {signal: dict(signal.receivers) for signal in signals.ALL}
+    airlock.reset_configuration()
+    yield
+    airlock.reset_configuration()
+    _context.hooks.executor_override = None
+    _context.hooks.capture_trace_context = None
+    for signal, receivers in before.items():
+        for receiver_id in list(signal.receivers):
+            if receiver_id not in receivers:
+                signal._disconnect(receiver_id, 0)
+    assert _context.current.get() is None, "a test left an airlock scope active"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("redis")
+    return "redis://127.0.0.1:6379"
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    require_service("rabbitmq")
+    return "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def postgres_available() -> None:
+    require_service("postgres")
