@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, final
 
@@ -40,11 +41,18 @@ class PolicyGuard:
 class _Hooks:
     """Process-wide hooks that integrations switch on explicitly (and off again)."""
 
-    __slots__ = ("capture_trace_context", "executor_override")
+    __slots__ = ("capture_trace_context", "continue_trace", "executor_override", "inject_trace")
 
     def __init__(self) -> None:
+        # Called at each enqueue; its return value becomes ``Intent.trace_context``.
         self.capture_trace_context: Callable[[], Any] | None = None
+        # Replaces every scope's executor (``airlock.testing.capture`` records instead).
         self.executor_override: Callable[[Intent], Any] | None = None
+        # Writes the current trace context into an outgoing message's carrier dict.
+        self.inject_trace: Callable[[MutableMapping[str, Any]], None] | None = None
+        # ``continue_trace(carrier, name=..., system=...)``: a context manager that makes
+        # the carrier's trace context current around a worker-side task run.
+        self.continue_trace: Callable[..., AbstractContextManager[Any]] | None = None
 
 
 hooks = _Hooks()

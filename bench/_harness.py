@@ -1,0 +1,48 @@
+"""Timing helpers shared by the benchmarks.
+
+Each ``bench/bench_<area>.py`` module exposes ``run(quick: bool) -> list[Figure]``.
+A figure is always a ratio against a baseline measured in the same run, because the
+machine is shared and noisy: absolute times are printed for context only.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Figure", "best_of"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the report."""
+
+    name: str
+    value: float  # the ratio (or bytes, see unit)
+    goal: str  # e.g. "<= 4x"
+    met: bool | None  # None where there is no goal to meet
+    detail: str = ""  # absolute numbers, for context
+    unit: str = "x"
+
+
+def best_of(fn: Callable[[], object], *, repeat: int = 7, number: int = 1) -> float:
+    """The fastest of ``repeat`` timings of ``number`` calls, in seconds per call.
+
+    The minimum is the least noisy estimate on a shared machine; the garbage
+    collector is paused while timing, as ``timeit`` does.
+    """
+    best = float("inf")
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            best = min(best, (time.perf_counter() - start) / number)
+    finally:
+        if enabled:
+            gc.enable()
+    return best
