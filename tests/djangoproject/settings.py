@@ -1,0 +1,63 @@
+"""Django settings for airlock's own tests.
+
+PostgreSQL by default (two aliases on the same server, so cross-database
+behaviour is real); ``AIRLOCK_TEST_DB=sqlite`` runs the same tests on SQLite,
+which is what a user without a database server has.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENGINE = os.environ.get("AIRLOCK_TEST_DB", "postgres")
+
+SECRET_KEY = "airlock-tests-only"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.djangoproject.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if ENGINE == "sqlite":
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "airlock-test-default.sqlite3"},
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": "airlock-test-other.sqlite3"},
+    }
+else:
+    _pg = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+    DATABASES = {
+        "default": {**_pg, "NAME": "test", "TEST": {"NAME": "airlock_test_default"}},
+        "other": {**_pg, "NAME": "test", "TEST": {"NAME": "airlock_test_other"}},
+    }
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_q",
+    "airlock.integrations.django",
+    "tests.djangoproject.shop",
+]
+
+MIDDLEWARE = [
+    "airlock.integrations.django.AirlockMiddleware",
+]
+
+# django-q2 with its ORM broker on the default database.
+Q_CLUSTER = {
+    "name": "airlock-tests",
+    "orm": "default",
+    "workers": 1,
+    "timeout": 30,
+    "retry": 60,
+    "catch_up": False,
+    "sync": False,
+    "poll": 0.1,
+}
+
+LOGGING_CONFIG = None
