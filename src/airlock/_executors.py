@@ -19,7 +19,8 @@ def sync_executor(intent: Intent) -> Any:
 
     .. versionadded:: 0.1
     """
-    result = intent.task(*intent.args, **intent.kwargs)
+    # The private slots: this runs once per intent on the default path.
+    result = intent._task(*intent._args, **intent._kwargs)
     if type(result) is CoroutineType:
         result.close()
         raise TypeError(

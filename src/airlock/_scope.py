@@ -12,7 +12,7 @@ from typing import Any
 from airlock import _context
 from airlock._errors import ScopeStateError
 from airlock._executors import sync_executor
-from airlock._intent import _PROCESS, Intent, _Meta, _new
+from airlock._intent import _PROCESS, Intent, _Meta
 from airlock._policies import (
     AllowAll,
     AssertNoEffects,
@@ -45,7 +45,8 @@ _DISCARDED = "discarded"
 
 _ALLOW_ALL = AllowAll()
 _scope_numbers = itertools.count(1)
-_by_stamp = attrgetter("enqueued_at_ns")
+_alloc = object.__new__
+_by_stamp = attrgetter("_stamp")
 _current = _context.current
 _local_policies = _context.local_policies
 _hooks = _context.hooks
@@ -251,8 +252,16 @@ class Scope:
             meta = _make_meta(name, origin, options, local, capture)
             if local:
                 self._has_local_policies = True
-        intent = _new(task, args, kwargs, meta, time_ns())
-        intent_enqueued.emit(self, intent=intent)
+        # Intent's constructor validates; enqueue() already did, so fill the slots directly.
+        intent = _alloc(Intent)
+        intent._task = task
+        intent._args = args
+        intent._kwargs = kwargs
+        intent._meta = meta
+        intent._stamp = time_ns()
+        # Nobody to ask and nobody listening: skip building the event at all.
+        if local or self._gates or intent_enqueued.receivers:
+            intent_enqueued.emit_intent(self, intent)
         self._buffer.append(intent)
         return intent
 
@@ -396,15 +405,16 @@ class Scope:
 
         Raises the executor's exception after reporting it on ``dispatch_failed``.
         """
-        intent_released.emit(self, intent=intent)
+        intent_released.emit_intent(self, intent)
 
     def _release(self, intents: list[Intent]) -> None:
         """Send intents out now, in order. A failure does not stop the others:
         each is reported on ``dispatch_failed``, and the first is raised at the end."""
         errors: list[Exception] = []
+        release = intent_released.emit_intent
         for intent in intents:
             try:
-                intent_released.emit(self, intent=intent)
+                release(self, intent)
             except Exception as error:
                 errors.append(error)
         if errors:
@@ -478,7 +488,8 @@ def _check_policy(policy: object, where: str) -> None:
 
 def _check_on_enqueue(scope: Scope, intent: Intent) -> None:
     """airlock's receiver on ``intent_enqueued``: run ``on_enqueue`` of every policy."""
-    local = intent.local_policies
+    meta = intent._meta
+    local = () if meta is None else meta.local_policies
     if not (local or scope._gates):
         return
     token = _current.set(_context.PolicyGuard(scope))
@@ -500,8 +511,8 @@ def _dispatch(scope: Scope, intent: Intent) -> None:
         if dispatch_failed.receivers:
             dispatch_failed.emit(scope, intent=intent, error=error)
         raise
-    if intent_dispatched.receivers:
-        intent_dispatched.emit(scope, intent=intent, result=result)
+    if intent_dispatched.receivers and not intent_dispatched.is_muted:
+        intent_dispatched._notify(scope, {"intent": intent, "result": result})
 
 
 intent_enqueued._attach_core(_check_on_enqueue, before_observers=True)

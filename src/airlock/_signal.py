@@ -54,7 +54,7 @@ class Signal(blinker.Signal):
         self._passthrough = passthrough
         self._core_before: tuple[Receiver, ...] = ()
         self._core_after: tuple[Receiver, ...] = ()
-        self._cache: tuple[Any, ...] | None = None
+        self._cache: Any = None
 
     def __repr__(self) -> str:
         return f"<airlock signal {self.name!r}>"
@@ -105,22 +105,27 @@ class Signal(blinker.Signal):
             else:
                 yield receiver
 
-    def _observers(self, sender: Any) -> Any:
-        """The receivers to call for ``sender``; a cached tuple in the common case."""
+    def _observers(self, sender: Any) -> Iterator[Receiver]:
+        """The receivers to call for ``sender``: from the cache in the common case."""
         cache = self._cache
         if cache is None:
             cache = self._cache = self._build_cache()
-        if cache and cache[0] is _SENDER_SPECIFIC:
-            return list(self.receivers_for(sender))
-        return cache
+        if cache is _SENDER_SPECIFIC:
+            yield from self.receivers_for(sender)
+            return
+        for receiver, weak in cache:
+            if weak:
+                receiver = receiver()
+                if receiver is None:  # collected; blinker's cleanup callback disconnects it
+                    continue
+            yield receiver
 
-    def _build_cache(self) -> tuple[Any, ...]:
+    def _build_cache(self) -> Any:
         if len(self._by_sender.get(ANY_ID, ())) != len(self.receivers):
-            return (_SENDER_SPECIFIC,)
-        if any(isinstance(r, weakref.ref) for r in self.receivers.values()):
-            # Weak receivers can die at any moment; resolve them on each send.
-            return (_SENDER_SPECIFIC,)
-        return tuple(self.receivers.values())
+            return _SENDER_SPECIFIC
+        return tuple(
+            (receiver, isinstance(receiver, weakref.ref)) for receiver in self.receivers.values()
+        )
 
     # -- sending ------------------------------------------------------------
 
@@ -139,7 +144,7 @@ class Signal(blinker.Signal):
         """
         results: list[tuple[Receiver, Any]] = []
         for core in self._core_before:
-            core(sender, **kwargs)
+            core(sender, **kwargs)  # airlock's own receivers accept ``intent`` by keyword too
         if not self.is_muted and self.receivers:
             for receiver in self._observers(sender):
                 results.append((receiver, self._call(receiver, sender, kwargs)))
@@ -152,15 +157,54 @@ class Signal(blinker.Signal):
         for core in self._core_before:
             core(sender, **kwargs)
         if self.receivers and not self.is_muted:
-            for receiver in self._observers(sender):
-                try:
-                    receiver(sender, **kwargs)
-                except self._passthrough:
-                    raise
-                except Exception:
-                    self._report(receiver)
+            self._notify(sender, kwargs)
         for core in self._core_after:
             core(sender, **kwargs)
+
+    def emit_intent(self, sender: Any, intent: Any) -> None:
+        """``emit(sender, intent=intent)`` for per-intent events, the hottest path.
+
+        airlock's own receivers of per-intent signals take ``(scope, intent)``
+        positionally; the observer loop is ``_notify``'s, inlined to save a call per intent.
+        """
+        for core in self._core_before:
+            core(sender, intent)
+        if self.receivers and not self.is_muted:
+            cache = self._cache
+            if cache is None or cache is _SENDER_SPECIFIC:
+                self._notify(sender, {"intent": intent})
+            else:
+                for receiver, weak in cache:
+                    if weak:
+                        receiver = receiver()
+                        if receiver is None:
+                            continue
+                    try:
+                        receiver(sender, intent=intent)
+                    except self._passthrough:
+                        raise
+                    except Exception:
+                        self._report(receiver)
+        for core in self._core_after:
+            core(sender, intent)
+
+    def _notify(self, sender: Any, kwargs: dict[str, Any]) -> None:
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = self._build_cache()
+        if cache is _SENDER_SPECIFIC:
+            cache = [(receiver, False) for receiver in self.receivers_for(sender)]
+        for receiver, weak in cache:
+            if weak:
+                receiver = receiver()
+                if receiver is None:  # collected; blinker's cleanup disconnects it
+                    continue
+            try:
+                receiver(sender, **kwargs)
+            except self._passthrough:
+                raise
+            except Exception:
+                self._report(receiver)
 
     def _call(self, receiver: Receiver, sender: Any, kwargs: dict[str, Any]) -> Any:
         try:
