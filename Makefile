@@ -20,7 +20,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(BIN)/python -m airlock.demo
+	$(BIN)/python -m demo
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest

@@ -1,0 +1,1 @@
+"""airlock's demo: `make demo` (or `python -m demo`)."""
