@@ -1,0 +1,5 @@
+"""``python -m airlock.integrations.opentelemetry``: print a demo trace as a waterfall."""
+
+from airlock.integrations.opentelemetry._demo import demo
+
+demo()

@@ -1,0 +1,391 @@
+"""``AirlockInstrumentor``: spans and metrics for scopes, enqueues and dispatches."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from airlock import _context
+from airlock._intent import Intent
+from airlock._scope import Scope
+from airlock.integrations._observe import (
+    connections,
+    error_text,
+    executor_of,
+    held_ms,
+    message_id,
+    messaging_system,
+)
+
+__all__ = ["AirlockInstrumentor", "instrument", "uninstrument"]
+
+_NAME = "airlock"
+_VERSION = "0.1.0"
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
+
+# Span names: low cardinality, following "{operation} {destination}" for messaging spans.
+SCOPE_SPAN = "airlock.scope"
+ENQUEUE_EVENT = "airlock.enqueue"
+
+
+class _ScopeRecord:
+    """A scope's open span, the context token that made it current, and its counts."""
+
+    __slots__ = ("dropped", "enqueued", "span", "token")
+
+    def __init__(self, span: trace.Span, token: object) -> None:
+        self.span = span
+        self.token = token
+        self.enqueued = 0
+        self.dropped = 0
+
+
+class _Dispatch:
+    """A dispatch span that is open while the executor runs."""
+
+    __slots__ = ("released_ns", "span", "system", "token")
+
+    def __init__(self, span: trace.Span, token: object, system: str, released_ns: int) -> None:
+        self.span = span
+        self.token = token
+        self.system = system
+        self.released_ns = released_ns
+
+
+class _Tracing:
+    """The receivers and hooks of one ``instrument()`` call, so ``uninstrument()`` undoes exactly them."""
+
+    def __init__(self, tracer: trace.Tracer, meter: metrics.Meter) -> None:
+        self.tracer = tracer
+        self.scopes: weakref.WeakKeyDictionary[Scope, _ScopeRecord] = weakref.WeakKeyDictionary()
+        self.dispatches: dict[int, _Dispatch] = {}
+        unit = "{intent}"
+        self.enqueued = meter.create_counter(
+            "airlock.intents.enqueued", unit, "Intents accepted into a scope's buffer"
+        )
+        self.dispatched = meter.create_counter(
+            "airlock.intents.dispatched", unit, "Intents an executor accepted"
+        )
+        self.dropped = meter.create_counter("airlock.intents.dropped", unit, "Intents a policy refused")
+        self.discarded = meter.create_counter(
+            "airlock.intents.discarded", unit, "Intents dropped with a discarded scope"
+        )
+        self.failed = meter.create_counter("airlock.intents.failed", unit, "Intents whose executor raised")
+        self.held = meter.create_histogram(
+            "airlock.intent.held",
+            "ms",
+            "How long an intent was held between its enqueue and its dispatch",
+        )
+        self.connections = connections(self)
+
+    # -- scope span ----------------------------------------------------------------
+
+    def scope_entered(self, scope: Scope) -> None:
+        attributes: dict[str, Any] = {
+            "airlock.scope.id": scope.id,
+            "airlock.scope.class": type(scope).__name__,
+        }
+        if scope.parent is not None:
+            attributes["airlock.scope.parent_id"] = scope.parent.id
+        span = self.tracer.start_span(SCOPE_SPAN, kind=SpanKind.INTERNAL, attributes=attributes)
+        if not span.get_span_context().is_valid:
+            return  # the no-op API: keep whatever context is current
+        # Current for the scope's body, so enqueue points (and the dispatch spans that
+        # take them as parent) nest under the scope in the trace.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self.scopes[scope] = _ScopeRecord(span, token)
+
+    def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
+        record = self.scopes.get(scope)
+        name = intent.name
+        if record is not None:
+            record.enqueued += 1
+            span = record.span
+            if span.is_recording():
+                attributes = {"airlock.intent.id": intent.id, "airlock.intent.name": name}
+                origin = intent.origin
+                if origin is not None:
+                    attributes["airlock.intent.origin"] = str(origin)
+                span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
+        self.enqueued.add(1, {"airlock.intent.name": name})
+
+    def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
+        record = self.scopes.get(scope)
+        if record is not None and record.span.is_recording():
+            record.span.add_event(
+                "airlock.capture",
+                {
+                    "airlock.intent.id": intent.id,
+                    "airlock.intent.name": intent.name,
+                    "airlock.scope.child_id": child.id,
+                },
+            )
+
+    def intent_dropped(self, scope: Scope, *, intent: Intent, policy: Any) -> None:
+        policy_name = type(policy).__name__
+        record = self.scopes.get(scope)
+        if record is not None:
+            record.dropped += 1
+            if record.span.is_recording():
+                record.span.add_event(
+                    "airlock.drop",
+                    {
+                        "airlock.intent.id": intent.id,
+                        "airlock.intent.name": intent.name,
+                        "airlock.policy": policy_name,
+                    },
+                )
+        self.dropped.add(1, {"airlock.intent.name": intent.name, "airlock.policy": policy_name})
+
+    def scope_flushed(self, scope: Scope, *, intents: list[Intent]) -> None:
+        record = self.scopes.pop(scope, None)
+        if record is not None:
+            self._end_scope(record, "flushed", len(intents), None)
+
+    def scope_discarded(self, scope: Scope, *, intents: list[Intent], error: BaseException | None) -> None:
+        for intent in intents:
+            self.discarded.add(1, {"airlock.intent.name": intent.name})
+        record = self.scopes.pop(scope, None)
+        if record is not None:
+            self._end_scope(record, "discarded", len(intents), error)
+
+    def _end_scope(self, record: _ScopeRecord, outcome: str, count: int, error: BaseException | None) -> None:
+        span = record.span
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "airlock.scope.outcome": outcome,
+                    "airlock.scope.intents.enqueued": record.enqueued,
+                    "airlock.scope.intents.dropped": record.dropped,
+                    f"airlock.scope.intents.{outcome}": count,
+                }
+            )
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, error_text(error)))
+        _detach_if_current(span, record.token)
+        span.end()
+
+    # -- dispatch span ---------------------------------------------------------------
+
+    def intent_released(self, scope: Scope, *, intent: Intent) -> None:
+        now = time_ns()
+        system = messaging_system(executor_of(scope))
+        enqueue_context = intent.trace_context
+        if not isinstance(enqueue_context, otel_context.Context):
+            enqueue_context = None
+        name = intent.name
+        options = intent.dispatch_options
+        destination = options.get("queue") if options else None
+        attributes: dict[str, Any] = {
+            "messaging.system": system,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": str(destination or name),
+            "airlock.intent.id": intent.id,
+            "airlock.intent.name": name,
+            "airlock.scope.id": scope.id,
+            "airlock.intent.held_ms": held_ms(intent, now),
+        }
+        links = None
+        if enqueue_context is not None:
+            enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
+            if enqueued_in.is_valid:
+                links = [Link(enqueued_in, {"airlock.link": "enqueued_in"})]
+        span = self.tracer.start_span(
+            f"send {name}",
+            context=enqueue_context,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            links=links,
+            start_time=now,
+        )
+        if not span.get_span_context().is_valid:
+            return  # the no-op API: nothing to propagate or to end
+        # Current while the executor runs, so its propagate.inject() writes this
+        # span's context (and the enqueue-time baggage) into the message.
+        token = otel_context.attach(trace.set_span_in_context(span, enqueue_context))
+        self.dispatches[id(intent)] = _Dispatch(span, token, system, now)
+
+    def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
+        dispatch = self.dispatches.pop(id(intent), None)
+        name = intent.name
+        if dispatch is None:
+            system = messaging_system(executor_of(scope))
+            held = held_ms(intent, time_ns())
+        else:
+            system = dispatch.system
+            held = held_ms(intent, dispatch.released_ns)
+            span = dispatch.span
+            if span.is_recording():
+                sent_id = message_id(system, result)
+                if sent_id is not None:
+                    span.set_attribute("messaging.message.id", sent_id)
+            _detach_if_current(span, dispatch.token)
+            span.end()
+        attributes = {"airlock.intent.name": name, "messaging.system": system}
+        self.dispatched.add(1, attributes)
+        self.held.record(held, attributes)
+
+    def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
+        dispatch = self.dispatches.pop(id(intent), None)
+        system = messaging_system(executor_of(scope)) if dispatch is None else dispatch.system
+        if dispatch is not None:
+            span = dispatch.span
+            if span.is_recording():
+                span.record_exception(error)
+                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, error_text(error)))
+            _detach_if_current(span, dispatch.token)
+            span.end()
+        self.failed.add(1, {"airlock.intent.name": intent.name, "messaging.system": system})
+
+    # -- propagation hooks -------------------------------------------------------------
+
+    def capture_trace_context(self) -> otel_context.Context:
+        return otel_context.get_current()
+
+    def inject(self, carrier: MutableMapping[str, Any]) -> None:
+        propagate.inject(carrier)
+
+    @contextmanager
+    def continue_trace(self, carrier: Mapping[str, Any], *, name: str, system: str) -> Iterator[None]:
+        """Run a worker-side task in the trace its message carries, under a CONSUMER span."""
+        extracted = propagate.extract(carrier)
+        remote = trace.get_current_span(extracted).get_span_context()
+        running = trace.get_current_span().get_span_context()
+        if remote.is_valid and running.is_valid and running.trace_id == remote.trace_id:
+            # Another instrumentation (opentelemetry-instrumentation-celery) already
+            # opened the consumer span from the same message: one is enough.
+            yield
+            return
+        attributes = {
+            "messaging.system": system,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": name,
+        }
+        links = [Link(remote, {"airlock.link": "sent_by"})] if remote.is_valid else None
+        token = otel_context.attach(extracted)
+        try:
+            with self.tracer.start_as_current_span(
+                f"process {name}", kind=SpanKind.CONSUMER, attributes=attributes, links=links
+            ):
+                yield
+        finally:
+            otel_context.detach(token)
+
+
+def _detach_if_current(span: trace.Span, token: Any) -> None:
+    """Detach ``token`` only while ``span`` is still the current span.
+
+    A scope flushed long after its block ended (imperative use), or from another
+    ``contextvars`` context, would otherwise reset context the application attached
+    since; leaving it alone is the lesser harm.
+    """
+    if trace.get_current_span() is span:
+        otel_context.detach(token)
+
+
+class AirlockInstrumentor:
+    """Trace and measure airlock, in the style of the OpenTelemetry instrumentors.
+
+    ``AirlockInstrumentor().instrument()`` connects one subscriber to every airlock
+    signal and switches on trace propagation into queue messages;
+    ``uninstrument()`` undoes exactly that. There is one instance per process,
+    as with the contrib instrumentors, so both calls can come from anywhere.
+
+    .. versionadded:: 0.1
+    """
+
+    _instance: AirlockInstrumentor | None = None
+    _tracing: _Tracing | None
+    _previous_hooks: tuple[Any, Any, Any]
+
+    def __new__(cls) -> AirlockInstrumentor:
+        if cls._instance is None:
+            instance = super().__new__(cls)
+            instance._tracing = None
+            instance._previous_hooks = (None, None, None)
+            cls._instance = instance
+        return cls._instance
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        """Whether :meth:`instrument` is in effect (the contrib instrumentors' name for it)."""
+        return self._tracing is not None
+
+    def instrument(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        """Start tracing scopes, enqueues and dispatches, and counting intents.
+
+        Calling it while already instrumented does nothing (as with the contrib
+        instrumentors): call :meth:`uninstrument` first to change providers.
+
+        Args:
+            tracer_provider: Where spans go. Default: the global provider, which the
+                SDK sets from the ``OTEL_*`` environment variables (see the docs).
+            meter_provider: Where metrics go. Default: the global provider.
+        """
+        if self._tracing is not None:
+            return
+        tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider, schema_url=_SCHEMA_URL)
+        meter = metrics.get_meter(_NAME, _VERSION, meter_provider, schema_url=_SCHEMA_URL)
+        tracing = _Tracing(tracer, meter)
+        for signal, receiver in tracing.connections:
+            signal.connect(receiver, weak=False)
+        hooks = _context.hooks
+        self._previous_hooks = (hooks.capture_trace_context, hooks.inject_trace, hooks.continue_trace)
+        hooks.capture_trace_context = tracing.capture_trace_context
+        hooks.inject_trace = tracing.inject
+        hooks.continue_trace = tracing.continue_trace
+        self._tracing = tracing
+
+    def uninstrument(self) -> None:
+        """Disconnect the subscriber and restore the propagation hooks (no-op when off)."""
+        tracing, self._tracing = self._tracing, None
+        if tracing is None:
+            return
+        for signal, receiver in tracing.connections:
+            signal.disconnect(receiver)
+        hooks = _context.hooks
+        capture, inject, continue_ = self._previous_hooks
+        # Put back what was there only where the hook is still ours.
+        if hooks.capture_trace_context == tracing.capture_trace_context:
+            hooks.capture_trace_context = capture
+        if hooks.inject_trace == tracing.inject:
+            hooks.inject_trace = inject
+        if hooks.continue_trace == tracing.continue_trace:
+            hooks.continue_trace = continue_
+        self._previous_hooks = (None, None, None)
+
+
+def instrument(
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> None:
+    """``AirlockInstrumentor().instrument(...)``, for symmetry with the structlog bridge.
+
+    .. versionadded:: 0.1
+    """
+    AirlockInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+def uninstrument() -> None:
+    """``AirlockInstrumentor().uninstrument()``.
+
+    .. versionadded:: 0.1
+    """
+    AirlockInstrumentor().uninstrument()

@@ -1,0 +1,220 @@
+"""Log every moment of a scope's life as a structlog event.
+
+Switch it on once, at start-up::
+
+    import airlock.integrations.structlog
+
+    airlock.integrations.structlog.instrument()
+
+Each airlock signal becomes one event with a stable name and stable keys (see
+``docs/observability.md`` for the reference). Task arguments are *not* logged
+unless ``include_args=True``: they often carry personal data.
+
+If the application has not configured structlog (``structlog.is_configured()``
+is false when the event happens), the same events go to the standard library's
+``airlock`` logger instead, with the fields under the record's ``airlock``
+attribute. airlock never configures logging or prints on its own.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+from time import time_ns
+from typing import Any
+
+try:
+    import structlog
+except ImportError as error:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "airlock.integrations.structlog needs structlog: pip install 'airlock[structlog]'"
+    ) from error
+
+from airlock._intent import Intent
+from airlock._scope import Scope
+from airlock.integrations._observe import (
+    connections,
+    error_text,
+    executor_of,
+    held_ms,
+    message_id,
+    messaging_system,
+)
+
+__all__ = ["EVENTS", "instrument", "is_instrumented", "uninstrument"]
+
+EVENTS: dict[str, str] = {
+    "scope_entered": "airlock.scope.entered",
+    "intent_enqueued": "airlock.intent.enqueued",
+    "intent_captured": "airlock.intent.captured",
+    "intent_dropped": "airlock.intent.dropped",
+    "intent_dispatched": "airlock.intent.dispatched",
+    "dispatch_failed": "airlock.intent.dispatch_failed",
+    "scope_flushed": "airlock.scope.flushed",
+    "scope_discarded": "airlock.scope.discarded",
+}
+"""Signal name -> the event name it is logged under. These names are stable."""
+
+_stdlib_logger = logging.getLogger("airlock")
+_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
+
+
+class _Fields:
+    """Renders an event's fields as ``key=value`` only if a handler formats the record."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={value!r}" for key, value in self.fields.items() if key != "exc_info")
+
+
+class _LogSubscriber:
+    """One receiver per signal, all writing to the same logger."""
+
+    def __init__(self, logger: Any, include_args: bool) -> None:
+        self._logger = logger
+        self._include_args = include_args
+        # Release time per in-flight intent, so the deferral excludes the executor's own time.
+        self._released: dict[int, int] = {}
+        self.connections = connections(self)
+
+    # -- writing ----------------------------------------------------------------
+
+    def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        logger = self._logger
+        if logger is None and not structlog.is_configured():
+            # The application uses plain logging: stay inside it, never configure it.
+            if _stdlib_logger.isEnabledFor(level):
+                exc_info = fields.pop("exc_info", None)
+                _stdlib_logger.log(
+                    level,
+                    "%s %s",
+                    event,
+                    _Fields(fields),
+                    exc_info=exc_info,
+                    extra={"airlock": {"event": event, **fields}},
+                )
+            return
+        if logger is None:
+            logger = structlog.get_logger("airlock")
+        getattr(logger, _METHODS[level])(event, **fields)
+
+    def _intent_fields(self, scope: Scope, intent: Intent) -> dict[str, Any]:
+        fields = {
+            "scope_id": scope.id,
+            "intent_id": intent.id,
+            "intent_name": intent.name,
+            "origin": intent.origin,
+        }
+        if self._include_args:
+            fields["args"] = intent.args
+            fields["kwargs"] = intent.kwargs
+        return fields
+
+    # -- receivers ----------------------------------------------------------------
+
+    def scope_entered(self, scope: Scope) -> None:
+        parent = scope.parent
+        self._log(
+            logging.DEBUG,
+            EVENTS["scope_entered"],
+            {"scope_id": scope.id, "parent_scope_id": None if parent is None else parent.id},
+        )
+
+    def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
+        self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
+
+    def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
+        fields = self._intent_fields(scope, intent)
+        fields["child_scope_id"] = child.id
+        fields["outcome"] = "captured"
+        self._log(logging.DEBUG, EVENTS["intent_captured"], fields)
+
+    def intent_dropped(self, scope: Scope, *, intent: Intent, policy: Any) -> None:
+        fields = self._intent_fields(scope, intent)
+        fields["outcome"] = "dropped"
+        fields["policy"] = type(policy).__name__
+        self._log(logging.INFO, EVENTS["intent_dropped"], fields)
+
+    def intent_released(self, scope: Scope, *, intent: Intent) -> None:
+        self._released[id(intent)] = time_ns()
+
+    def _finished(self, scope: Scope, intent: Intent, outcome: str) -> dict[str, Any]:
+        released = self._released.pop(id(intent), None) or time_ns()
+        fields = self._intent_fields(scope, intent)
+        fields["outcome"] = outcome
+        fields["deferral_ms"] = round(held_ms(intent, released), 3)
+        return fields
+
+    def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
+        fields = self._finished(scope, intent, "dispatched")
+        fields["message_id"] = message_id(messaging_system(executor_of(scope)), result)
+        self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
+
+    def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
+        fields = self._finished(scope, intent, "failed")
+        fields["error"] = error_text(error)
+        fields["exc_info"] = error
+        self._log(logging.ERROR, EVENTS["dispatch_failed"], fields)
+
+    def scope_flushed(self, scope: Scope, *, intents: list[Intent]) -> None:
+        fields = {"scope_id": scope.id, "outcome": "flushed", "intents": len(intents)}
+        self._log(logging.INFO, EVENTS["scope_flushed"], fields)
+
+    def scope_discarded(self, scope: Scope, *, intents: list[Intent], error: BaseException | None) -> None:
+        fields = {
+            "scope_id": scope.id,
+            "outcome": "discarded",
+            "intents": len(intents),
+            "error": error_text(error),
+        }
+        self._log(logging.INFO, EVENTS["scope_discarded"], fields)
+
+
+_subscriber: _LogSubscriber | None = None
+
+
+def instrument(*, logger: Any = None, include_args: bool = False) -> None:
+    """Log airlock's events: connect one subscriber to every signal.
+
+    Calling it again while instrumented replaces the previous subscriber.
+
+    Args:
+        logger: A structlog logger to write to. Default: ``structlog.get_logger("airlock")``
+            when structlog is configured, else the stdlib ``airlock`` logger.
+        include_args: Add the task's ``args`` and ``kwargs`` to intent events.
+            Off by default, because arguments often carry personal data.
+
+    .. versionadded:: 0.1
+    """
+    global _subscriber
+    uninstrument()
+    subscriber = _LogSubscriber(logger, include_args)
+    for signal, receiver in subscriber.connections:
+        signal.connect(receiver, weak=False)
+    _subscriber = subscriber
+
+
+def uninstrument() -> None:
+    """Disconnect exactly what :func:`instrument` connected (a no-op when it is off).
+
+    .. versionadded:: 0.1
+    """
+    global _subscriber
+    subscriber, _subscriber = _subscriber, None
+    if subscriber is None:
+        return
+    for signal, receiver in subscriber.connections:
+        signal.disconnect(receiver)
+
+
+def is_instrumented() -> bool:
+    """Whether :func:`instrument` is in effect.
+
+    .. versionadded:: 0.1
+    """
+    return _subscriber is not None
