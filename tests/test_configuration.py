@@ -78,7 +78,8 @@ def test_reset_configuration_forgets_everything():
 
 
 def test_unknown_keyword_names_the_valid_ones_and_suggests():
-    with pytest.raises(TypeError, match=r"'polcy' \(did you mean 'policy'\?\).*scope_cls, policy, executor, scope_kwargs"):
+    expected = r"'polcy' \(did you mean 'policy'\?\).*scope_cls, policy, executor, scope_kwargs"
+    with pytest.raises(TypeError, match=expected):
         airlock.configure(polcy=DropAll())
     assert airlock.get_configuration()["policy"] is None
 

@@ -121,7 +121,7 @@ def test_a_user_receiver_sees_the_same_intent_objects_as_the_executor():
         airlock.enqueue(task, 1)
         airlock.enqueue(task, 2)
     assert seen == executed and len(seen) == 2
-    assert all(a is b for a, b in zip(seen, executed))
+    assert all(a is b for a, b in zip(seen, executed, strict=True))
 
 
 def test_raising_observer_never_loses_or_reorders_intents(caplog):

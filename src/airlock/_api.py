@@ -140,7 +140,7 @@ def get_current_scope() -> Scope | None:
     current = _current.get()
     if type(current) is _context.PolicyGuard:
         return current.scope
-    return current  # type: ignore[return-value]
+    return current
 
 
 class policy:  # noqa: N801 - used like a function: `with airlock.policy(p):`

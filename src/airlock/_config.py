@@ -77,7 +77,7 @@ def reset_configuration() -> None:
 
     .. versionadded:: 0.1
     """
-    config.__init__()  # type: ignore[misc]
+    config.__init__()
 
 
 def get_configuration() -> dict[str, Any]:

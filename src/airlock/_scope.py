@@ -280,10 +280,10 @@ class Scope:
         """
         self._require_exited("flush")
         buffer = self._buffer
+        dropped: list[tuple[Intent, Policy]] = []
+        kept = buffer
         if self._judges or self._has_local_policies:
             kept, dropped = self._judge(buffer)
-        else:
-            kept, dropped = buffer, ()
         plan, survivors = self._plan_capture(kept)
         # Everything that can fail has run; from here on the flush happens.
         self._state = _FLUSHED
@@ -478,7 +478,8 @@ def _check_policy(policy: object, where: str) -> None:
     if type(policy) in _BUILTIN_POLICY_TYPES:
         return
     if isinstance(policy, type):
-        raise TypeError(f"{where} takes a policy instance, got the class {policy.__name__}; write {policy.__name__}()")
+        name = policy.__name__
+        raise TypeError(f"{where} takes a policy instance, got the class {name}; write {name}()")
     if not (callable(getattr(policy, "allows", None)) and callable(getattr(policy, "on_enqueue", None))):
         raise TypeError(
             f"{where} takes a policy: an object with on_enqueue(intent) and allows(intent) "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from inspect import iscoroutinefunction
 from typing import Any
 
 import blinker
+from blinker._utilities import make_id
 from blinker.base import ANY_ID
 
 __all__ = ["Signal"]
@@ -76,10 +77,6 @@ class Signal(blinker.Signal):
         super()._disconnect(receiver_id, sender_id)
         self._cache = None
 
-    def _cleanup_sender(self, sender_ref: Any) -> None:  # pragma: no cover - weakref callback
-        super()._cleanup_sender(sender_ref)
-        self._cache = None
-
     def _attach_core(self, receiver: Receiver, *, before_observers: bool) -> None:
         """Attach one of airlock's own receivers (not part of the public API)."""
         if before_observers:
@@ -87,12 +84,12 @@ class Signal(blinker.Signal):
         else:
             self._core_after += (receiver,)
 
-    def receivers_for(self, sender: Any) -> Iterator[Receiver]:
+    def receivers_for(self, sender: Any) -> Generator[Receiver, None, None]:
         """Yield the live receivers for ``sender``, in the order they were connected."""
         if not self.receivers:
             return
         any_ids = self._by_sender[ANY_ID]
-        sender_ids = self._by_sender.get(blinker.base.make_id(sender), ())
+        sender_ids = self._by_sender.get(make_id(sender), ())
         for receiver_id, receiver in list(self.receivers.items()):
             if receiver_id not in any_ids and receiver_id not in sender_ids:
                 continue

@@ -8,8 +8,12 @@ which is what a user without a database server has.
 from __future__ import annotations
 
 import os
+import tempfile
 
 ENGINE = os.environ.get("AIRLOCK_TEST_DB", "postgres")
+# Appended to the test databases' names, so two test runs on one machine (two
+# engineers, two CI jobs) never create or drop each other's databases.
+SUFFIX = os.environ.get("AIRLOCK_TEST_DB_SUFFIX", "")
 
 SECRET_KEY = "airlock-tests-only"
 DEBUG = False
@@ -19,9 +23,16 @@ ROOT_URLCONF = "tests.djangoproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if ENGINE == "sqlite":
+    # Test databases are files, not Django's default shared in-memory ones: a
+    # worker thread then sees what a real second process would (committed rows
+    # only), instead of shared-cache table locks.
     DATABASES = {
-        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "airlock-test-default.sqlite3"},
-        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": "airlock-test-other.sqlite3"},
+        alias: {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": f"airlock-test-{alias}.sqlite3",
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"airlock-test-{alias}{SUFFIX}.sqlite3")},
+        }
+        for alias in ("default", "other")
     }
 else:
     _pg = {
@@ -32,8 +43,8 @@ else:
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
     }
     DATABASES = {
-        "default": {**_pg, "NAME": "test", "TEST": {"NAME": "airlock_test_default"}},
-        "other": {**_pg, "NAME": "test", "TEST": {"NAME": "airlock_test_other"}},
+        "default": {**_pg, "NAME": "test", "TEST": {"NAME": f"airlock_test_default{SUFFIX}"}},
+        "other": {**_pg, "NAME": "test", "TEST": {"NAME": f"airlock_test_other{SUFFIX}"}},
     }
 
 INSTALLED_APPS = [

@@ -1,5 +1,15 @@
-"""URLs for the test project; the Django integration's tests add their views here."""
+"""URLs for the test project: the shop views the Django integration's tests call."""
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from tests.djangoproject.shop import views
+
+urlpatterns = [
+    path("orders/", views.create_order),
+    path("orders/atomic/", views.create_order_atomic),
+    path("orders/naive/", views.create_order_naive),
+    path("orders/async/", views.create_order_async),
+    path("orders/async/atomic/", views.create_order_async_atomic),
+]
