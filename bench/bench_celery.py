@@ -1,0 +1,96 @@
+"""Publishing through ``celery_executor`` against plain ``.delay()``, on the real Redis.
+
+Figures (issue 3's goals), each against 1,000 plain ``.delay()`` calls timed in the same run:
+- flush 1,000 intents through ``celery_executor``                          <= 1.05x
+- the same flush inside ``publishing()`` (one producer for the whole flush)  stretch: < 0.8x
+
+No worker runs: the queue is purged between rounds, so every round publishes
+into an empty list.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+import airlock
+from airlock.integrations.executors.celery import celery_executor, publishing
+from bench._harness import Figure, best_of
+
+N = 1_000
+QUEUE = f"airlock-bench-celery-{os.getpid()}"
+BROKER = os.environ.get("AIRLOCK_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+app = Celery("airlock_bench_celery", broker=BROKER, set_as_current=False)
+app.conf.update(task_default_queue=QUEUE, broker_connection_retry_on_startup=False)
+
+
+@app.task(name="airlock_bench.send_email")
+def send_email(order_id: int, *, force: bool = False) -> None:
+    """Never runs here: only its messages are timed."""
+
+
+def plain_delay() -> None:
+    for i in range(N):
+        send_email.delay(i, force=True)
+
+
+def through_airlock() -> None:
+    enqueue = airlock.enqueue
+    with airlock.scope(executor=celery_executor):
+        for i in range(N):
+            enqueue(send_email, i, force=True)
+
+
+def through_airlock_one_producer() -> None:
+    enqueue = airlock.enqueue
+    with publishing(), airlock.scope(executor=celery_executor):
+        for i in range(N):
+            enqueue(send_email, i, force=True)
+
+
+def _purge() -> None:
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(QUEUE)
+
+
+def _timed(fn: object, repeat: int) -> float:
+    def round_() -> None:
+        _purge()
+        fn()  # type: ignore[operator]
+
+    # The purge is part of every round, for every contender, so it cancels out of
+    # the ratio only approximately; time it alone and take it off.
+    return best_of(round_, repeat=repeat) - best_of(_purge, repeat=repeat)
+
+
+def run(quick: bool) -> list[Figure]:
+    repeat = 3 if quick else 7
+    plain_delay()  # warm the connection pool, routes and serializers
+    through_airlock()
+    through_airlock_one_producer()
+    # Interleave the contenders so a noisy neighbour hurts them alike.
+    plain = executor = batched = float("inf")
+    for _ in range(2):
+        plain = min(plain, _timed(plain_delay, repeat))
+        executor = min(executor, _timed(through_airlock, repeat))
+        batched = min(batched, _timed(through_airlock_one_producer, repeat))
+    _purge()
+    per = 1e6 / N
+    return [
+        Figure(
+            "celery: flush 1,000 intents via celery_executor vs 1,000 .delay()",
+            executor / plain,
+            "<= 1.05x",
+            executor / plain <= 1.05,
+            f"{executor * per:.0f} vs {plain * per:.0f} us/message",
+        ),
+        Figure(
+            "celery: the same flush inside publishing() (one producer)",
+            batched / plain,
+            "< 0.8x",
+            batched / plain < 0.8,
+            f"{batched * per:.0f} vs {plain * per:.0f} us/message",
+        ),
+    ]
