@@ -1,7 +1,8 @@
 """Django integration: settings-driven set-up, a commit-aware scope, request middleware.
 
 Add ``"airlock.integrations.django"`` to ``INSTALLED_APPS`` and
-``"airlock.integrations.django.AirlockMiddleware"`` to ``MIDDLEWARE``.
+``"airlock.integrations.django.AirlockMiddleware"`` to ``MIDDLEWARE``; see
+``docs/django.md``.
 
 .. versionadded:: 0.1
 """
@@ -15,6 +16,15 @@ except ImportError as error:  # pragma: no cover - exercised only without Django
         "airlock.integrations.django needs Django: pip install 'airlock[django]'"
     ) from error
 
+from airlock.integrations.django._commands import AirlockCommand, command_scope
 from airlock.integrations.django._middleware import AirlockMiddleware
+from airlock.integrations.django._scope import DjangoScope
+from airlock.integrations.django._settings import configure_from_settings
 
-__all__ = ["AirlockMiddleware"]
+__all__ = [
+    "AirlockCommand",
+    "AirlockMiddleware",
+    "DjangoScope",
+    "command_scope",
+    "configure_from_settings",
+]

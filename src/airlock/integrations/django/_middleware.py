@@ -1,23 +1,89 @@
-"""``AirlockMiddleware``: one scope per request."""
+"""``AirlockMiddleware``: one scope per request, for WSGI and ASGI stacks."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase
+
 import airlock
+from airlock import Scope
 
 __all__ = ["AirlockMiddleware"]
 
 
 class AirlockMiddleware:
-    """Open a scope around each request (placeholder, being built).
+    """Run each request in its own scope: 1xx-3xx responses flush, the rest discard.
+
+    Works in sync (WSGI) and async (ASGI) stacks. In an async stack the scope is
+    entered and left on the event loop, where the request's context lives, and a
+    flush that has anything to send runs in Django's sync thread through
+    ``sync_to_async``, so an executor's network I/O never blocks the loop.
+
+    The scope comes from :func:`airlock.scope`, so ``settings.AIRLOCK`` applies;
+    when nothing configured a scope class, the middleware still uses
+    :class:`DjangoScope`. Override :meth:`should_flush` or :meth:`make_scope` in
+    a subclass to change the choices.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: Any) -> Any:
-        with airlock.scope():
-            return self.get_response(request)
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def make_scope(self, request: HttpRequest) -> Scope:
+        """The scope for one request. Default: :func:`airlock.scope` with the configured defaults."""
+        if airlock.get_configuration()["scope_cls"] is None:
+            from airlock.integrations.django._scope import DjangoScope
+
+            return airlock.scope(_cls=DjangoScope)
+        return airlock.scope()
+
+    def should_flush(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        """Flush for 1xx-3xx responses, discard for 4xx and 5xx."""
+        return response.status_code < 400
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        scope = self.make_scope(request).enter()
+        try:
+            response = self.get_response(request)
+        except BaseException as error:
+            scope.exit()
+            scope.discard(error)
+            raise
+        scope.exit()
+        if self.should_flush(request, response):
+            scope.flush()
+        else:
+            scope.discard()
+        return response
+
+    async def _acall(self, request: HttpRequest) -> Any:
+        get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
+        # Entered and exited here, in the request task's context, so the
+        # contextvar token is reset where it was set.
+        scope = self.make_scope(request).enter()
+        try:
+            response = await get_response(request)
+        except BaseException as error:
+            scope.exit()
+            scope.discard(error)
+            raise
+        scope.exit()
+        if not self.should_flush(request, response):
+            scope.discard()
+        elif scope.intents:
+            await sync_to_async(scope.flush)()
+        else:
+            scope.flush()  # nothing to send: no reason to leave the loop
+        return response

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from airlock.integrations.django._settings import configure_from_settings
+
 __all__ = ["AirlockConfig"]
 
 
 class AirlockConfig(AppConfig):
     """Configures airlock from ``settings.AIRLOCK`` when Django starts.
+
+    A bad ``AIRLOCK`` setting raises ``ImproperlyConfigured`` here, at start-up,
+    rather than on the first request.
 
     .. versionadded:: 0.1
     """
@@ -16,3 +21,6 @@ class AirlockConfig(AppConfig):
     name = "airlock.integrations.django"
     label = "airlock"
     verbose_name = "airlock"
+
+    def ready(self) -> None:
+        configure_from_settings()

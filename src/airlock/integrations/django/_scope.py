@@ -1,0 +1,212 @@
+"""``DjangoScope``: intents leave only after the database transaction commits.
+
+How it works, and why it registers at enqueue time rather than at flush:
+
+Django discards the ``on_commit`` callbacks registered inside a savepoint when
+that savepoint rolls back, and runs the others when the outermost ``atomic()``
+commits. A scope usually ends *after* the ``atomic()`` blocks inside it, so a
+callback registered at flush would no longer know which savepoint its intent
+came from. So each intent gets a :class:`_CommitTicket` the moment it is
+enqueued, and the ticket itself is the ``on_commit`` callback, registered inside
+whatever savepoint is open at that moment. A ticket then learns one of three
+things, whichever comes first:
+
+- its transaction committed (Django called it) before the scope flushed: it
+  waits, and the flush releases it at once;
+- the scope flushed while the transaction is still open: it is released when
+  Django calls it on commit;
+- its savepoint or transaction rolled back: Django forgot the callback, which
+  the flush sees (the ticket is neither called nor still registered), so the
+  intent is never released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from airlock import Intent, Scope
+from airlock.typing import Policy
+
+__all__ = ["DjangoScope"]
+
+_log = logging.getLogger("airlock.integrations.django")
+
+_WAITING = "waiting"  # registered, neither committed nor flushed yet
+_COMMITTED = "committed"  # the transaction committed before the scope flushed
+_SCHEDULED = "scheduled"  # flushed; goes out when Django calls it on commit
+_RELEASED = "released"
+
+
+class _CommitTicket:
+    """One intent's wait for its transaction, and Django's ``on_commit`` callback."""
+
+    __slots__ = ("connection", "intent", "scope", "state")
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+        self.intent: Intent | None = None
+        self.scope: DjangoScope | None = None
+        self.state = _WAITING
+
+    def __call__(self) -> None:
+        if self.state is _SCHEDULED:
+            self.release()
+        elif self.state is _WAITING:
+            self.state = _COMMITTED
+
+    def release(self) -> None:
+        """Send the intent now; a failure is logged (``dispatch_failed`` already fired)."""
+        assert self.scope is not None and self.intent is not None
+        self.state = _RELEASED
+        try:
+            self.scope._release_one(self.intent)
+        except Exception:
+            _log.exception(
+                "airlock: %s failed to dispatch after commit on database %r; "
+                "it was reported on airlock.signals.dispatch_failed",
+                self.intent,
+                self.connection.alias,
+            )
+
+    def is_forgotten(self, registered: set[int]) -> bool:
+        """True when Django dropped the callback: its (save)point rolled back."""
+        return self.state is _WAITING and id(self) not in registered
+
+
+def scheduled_intent(callback: object) -> Intent | None:
+    """The intent behind an ``on_commit`` callback, if it is a flushed airlock intent."""
+    if type(callback) is _CommitTicket and callback.state in (_SCHEDULED, _RELEASED):
+        return callback.intent
+    return None
+
+
+class DjangoScope(Scope):
+    """A scope whose intents go out only after their database transaction commits.
+
+    Each intent is tied to the transaction open on the scope's database when it
+    is enqueued. Intents from an inner ``atomic()`` block that rolls back are
+    dropped; when the block is released they go with the outer commit; a
+    rollback of the whole transaction dispatches nothing. With no transaction
+    open (autocommit), there is nothing to wait for and intents go at flush, as
+    with a plain :class:`~airlock.Scope`.
+
+    Dispatch is robust: a failing executor is reported on
+    ``airlock.signals.dispatch_failed`` and logged on the
+    ``airlock.integrations.django`` logger, the other intents still go, and
+    nothing is raised to the code that committed or flushed.
+
+    Args:
+        policy: Which intents may go (default ``AllowAll``).
+        executor: How they go (default the sync executor).
+        using: The database alias whose commits release the intents. ``None``
+            asks Django's routers (``router.db_for_write`` with no model), which
+            gives ``"default"`` unless a router says otherwise.
+
+    Raises:
+        ValueError: ``using`` names no database in ``settings.DATABASES``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        executor: Callable[[Intent], Any] | None = None,
+        *,
+        using: str | None = None,
+    ) -> None:
+        super().__init__(policy, executor)
+        if using is None:
+            using = router.db_for_write(None)
+        if using not in connections.settings:
+            raise ValueError(
+                f"DjangoScope(using={using!r}): no such database; "
+                f"settings.DATABASES has {', '.join(map(repr, connections.settings))}"
+            )
+        self._using: str = using
+        self._tickets: dict[int, _CommitTicket] = {}
+
+    @property
+    def using(self) -> str:
+        """The database alias whose commits release this scope's intents."""
+        return self._using
+
+    def _enqueue(
+        self,
+        task: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+        origin: Any,
+        options: Mapping[str, Any] | None,
+    ) -> Intent:
+        # Register before the intent exists so a refused enqueue (PolicyViolation)
+        # leaves only an empty ticket behind, which does nothing when called.
+        ticket = self._register()
+        intent = super()._enqueue(task, args, kwargs, name, origin, options)
+        ticket.intent = intent
+        self._tickets[id(intent)] = ticket
+        return intent
+
+    def _register(self) -> _CommitTicket:
+        connection = connections[self._using]
+        ticket = _CommitTicket(connection)
+        # Only attributes are read here, never the database: this also runs on an
+        # event loop (async views), where Django forbids connection I/O and where
+        # no transaction can be open anyway.
+        if connection.in_atomic_block or (connection.connection is not None and not connection.autocommit):
+            # Inside atomic(): Django stores it with the open savepoints. Manual
+            # transaction management: Django raises TransactionManagementError.
+            transaction.on_commit(ticket, using=self._using, robust=True)
+        else:
+            ticket.state = _COMMITTED
+        return ticket
+
+    def _take(self, intents: list[Intent], child: Scope) -> None:
+        # Captured intents keep the ticket (and so the transaction) they were born with.
+        tickets = getattr(child, "_tickets", None)
+        if tickets:
+            for intent in intents:
+                ticket = tickets.pop(id(intent), None)
+                if ticket is not None:
+                    self._tickets[id(intent)] = ticket
+        super()._take(intents, child)
+
+    def schedule_dispatch(self, intents: list[Intent]) -> None:
+        """Release committed intents now; the others when Django calls them on commit."""
+        tickets, self._tickets = self._tickets, {}
+        registered: dict[int, set[int]] = {}
+        now: list[_CommitTicket] = []
+        for intent in intents:
+            ticket = tickets.get(id(intent))
+            if ticket is None:
+                # Enqueued in a plain Scope and captured here: the transaction open
+                # now is the best we know of.
+                ticket = self._register()
+                ticket.intent = intent
+                if ticket.state is _WAITING:
+                    ticket.state = _SCHEDULED
+            ticket.scope = self
+            if ticket.state is _SCHEDULED:
+                continue
+            if ticket.state is _COMMITTED:
+                now.append(ticket)
+                continue
+            connection = ticket.connection
+            if id(connection) not in registered:
+                registered[id(connection)] = {id(entry[1]) for entry in connection.run_on_commit}
+            if ticket.is_forgotten(registered[id(connection)]):
+                _log.debug("airlock: %s dropped, its savepoint or transaction rolled back", intent)
+            else:
+                ticket.state = _SCHEDULED
+        for ticket in now:
+            ticket.release()
+
+    def discard(self, error: BaseException | None = None) -> list[Intent]:
+        self._tickets = {}
+        return super().discard(error)
