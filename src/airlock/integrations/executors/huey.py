@@ -1,0 +1,105 @@
+"""The Huey executor: send each intent as a Huey task.
+
+``huey_executor`` enqueues a Huey task (``@huey.task()``) on its Huey instance,
+through ``task.schedule(args, kwargs, **options)`` when an ``eta`` or ``delay``
+asks for scheduling, and calls a plain function in-process. ``_dispatch_options``
+are checked by name, so a typo fails loudly instead of being dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from huey.api import TaskWrapper  # type: ignore[import-untyped]  # Huey ships no type hints
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError("airlock.integrations.executors.huey needs Huey: pip install 'airlock[huey]'") from error
+
+from airlock._context import hooks
+from airlock._executors import sync_executor
+from airlock._intent import Intent
+from airlock._propagation import inject
+from airlock.integrations.executors._options import reject_unknown_options
+
+__all__ = ["HUEY_OPTIONS", "TRACE_KWARG", "huey_executor"]
+
+HUEY_OPTIONS: frozenset[str] = frozenset(
+    {"eta", "delay", "priority", "retries", "retry_delay", "retry_backoff", "expires", "timeout", "id"}
+)
+"""The ``_dispatch_options`` names :func:`huey_executor` accepts: those of ``TaskWrapper.schedule``.
+
+.. versionadded:: 0.1
+"""
+
+TRACE_KWARG = "_airlock_trace"
+"""The task keyword that carries the trace context to the worker.
+
+Added only for tasks declared with :func:`airlock.integrations.huey.airlock_task`
+(whose wrapper removes it before your function is called), and only while a
+tracing integration is instrumented. Other tasks never receive it.
+
+.. versionadded:: 0.1
+"""
+
+# Marks the functions airlock_task wraps, so the executor knows they accept TRACE_KWARG.
+TASK_RUN_MARK = "__airlock_task_run__"
+
+_SCHEDULING = frozenset({"eta", "delay"})
+
+
+def huey_executor(intent: Intent) -> Any:
+    """Send the intent through Huey and return what Huey hands back.
+
+    - A Huey task with an ``eta`` or ``delay`` option:
+      ``task.schedule(args, kwargs, **options)``.
+    - A Huey task otherwise: enqueued as a normal call would be, with the other
+      options (``priority``, ``retries``, ``expires``, ...) set on the task.
+      Unlike calling the task, the intent's own keyword arguments all reach your
+      function, even ones named ``delay`` or ``priority``.
+    - A plain callable: called in-process, like the sync executor.
+
+    The return value (Huey's ``Result`` handle, or ``None`` when the Huey instance
+    stores no results) travels on ``intent_dispatched`` as ``result``.
+
+    Raises:
+        TypeError: An option name Huey's ``schedule()`` does not take, or options
+            for a plain function (it runs now, so they could not apply).
+
+    .. versionadded:: 0.1
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if options:
+        _check_options(options, intent)
+    if not isinstance(task, TaskWrapper):
+        schedule = getattr(task, "schedule", None)
+        if schedule is None:
+            if options:
+                raise TypeError(
+                    f"huey_executor: {intent.name} is not a Huey task, so it runs in-process "
+                    f"now and its _dispatch_options {sorted(options)} cannot apply; "
+                    "drop them or enqueue a @huey.task()"
+                )
+            return sync_executor(intent)
+        # A task-like object of another kind: its own schedule() or call is all we know.
+        if options:
+            return schedule(intent._args, intent._kwargs, **options)
+        return task(*intent._args, **intent._kwargs)
+    kwargs = intent._kwargs
+    if hooks.inject_trace is not None and getattr(task.func, TASK_RUN_MARK, False):
+        carrier = inject({})
+        if carrier:
+            kwargs = {**kwargs, TRACE_KWARG: carrier}
+    if not options:
+        # What TaskWrapper.__call__ does, minus its taking eta/delay/priority/...
+        # out of the task's own keyword arguments.
+        return task.huey.enqueue(task.task_class(intent._args, kwargs))
+    if _SCHEDULING.isdisjoint(options):
+        return task.huey.enqueue(task.task_class(intent._args, kwargs, **options))
+    return task.schedule(intent._args, kwargs, **options)
+
+
+def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
+    takes = f"Huey's schedule() takes {', '.join(sorted(HUEY_OPTIONS))}"
+    reject_unknown_options("huey_executor", options, HUEY_OPTIONS, intent.name, takes)
