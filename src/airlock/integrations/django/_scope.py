@@ -78,9 +78,14 @@ class _CommitTicket:
         return self.state is _WAITING and id(self) not in registered
 
 
-def scheduled_intent(callback: object) -> Intent | None:
-    """The intent behind an ``on_commit`` callback, if it is a flushed airlock intent."""
-    if type(callback) is _CommitTicket and callback.state in (_SCHEDULED, _RELEASED):
+def scheduled_intent(callback: object, *, released: bool = True) -> Intent | None:
+    """The intent behind an ``on_commit`` callback, if it is a flushed airlock intent.
+
+    With ``released=False``, only if it has not gone out yet.
+    """
+    if type(callback) is _CommitTicket and (
+        callback.state is _SCHEDULED or (released and callback.state is _RELEASED)
+    ):
         return callback.intent
     return None
 

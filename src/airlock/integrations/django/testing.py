@@ -53,9 +53,9 @@ def capture_on_commit(*, using: str = DEFAULT_DB_ALIAS, execute: bool = False) -
 
 
 def waiting_for_commit(using: str = DEFAULT_DB_ALIAS) -> list[Intent]:
-    """The intents flushed by a ``DjangoScope`` that wait for ``using`` to commit, in order.
+    """The intents flushed by a ``DjangoScope`` still waiting for ``using`` to commit, in order.
 
     .. versionadded:: 0.1
     """
     entries = connections[using].run_on_commit
-    return [intent for intent in (scheduled_intent(entry[1]) for entry in entries) if intent is not None]
+    return [intent for intent in (scheduled_intent(entry[1], released=False) for entry in entries) if intent is not None]
