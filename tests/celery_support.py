@@ -1,0 +1,196 @@
+"""Real Celery apps, workers and broker probes for the Celery tests.
+
+One app per broker, a journal the tasks write into (the worker runs in a thread
+of the test process, so it is plain shared memory), and a way to ask the broker
+itself how many messages sit in a queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from celery.signals import after_task_publish
+
+import airlock
+from airlock.integrations.celery import AirlockTask
+from tests.conftest import require_service
+
+PREFIX = f"airlock-celery-test-{os.getpid()}"
+DEFAULT_QUEUE = f"{PREFIX}.default"
+ROUTED_QUEUE = f"{PREFIX}.routed"  # the worker consumes it too
+IDLE_QUEUE = f"{PREFIX}.idle"  # nobody consumes it: messages stay in the broker
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+# Every Redis key of these tests lives under this prefix (kombu's global_keyprefix).
+REDIS_KEYPREFIX = f"{PREFIX}:"
+WAIT = 20.0  # seconds: generous, but only reached when something is wrong
+
+
+class Journal:
+    """What tasks and publishes reported, readable from the test thread."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._entries: list[dict[str, Any]] = []
+
+    def add(self, **entry: Any) -> None:
+        with self._changed:
+            self._entries.append(entry)
+            self._changed.notify_all()
+
+    def of(self, token: str, kind: str = "run") -> list[dict[str, Any]]:
+        with self._changed:
+            return [e for e in self._entries if e["token"] == token and e["kind"] == kind]
+
+    def wait_for(self, token: str, count: int, kind: str = "run") -> list[dict[str, Any]]:
+        deadline = time.monotonic() + WAIT
+        with self._changed:
+            while len(found := self.of(token, kind)) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"waited {WAIT}s for {count} {kind}(s) of {token}, got {found}")
+                self._changed.wait(left)
+        return found
+
+
+JOURNAL = Journal()
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@after_task_publish.connect(weak=False)
+def _note_publish(sender: str, body: Any, headers: dict[str, Any], **kwargs: Any) -> None:
+    args = body[0] if isinstance(body, tuple) else ()
+    if sender.startswith("airlock_test.") and args:
+        JOURNAL.add(kind="published", token=args[0], task=sender, id=headers["id"], args=args, at=time.time())
+
+
+@dataclass
+class Broker:
+    """One broker with its app, its tasks, and a way to count queued messages."""
+
+    name: str
+    app: Celery
+    record: Any
+    parent: Any
+
+    def depth(self, queue: str) -> int:
+        """How many messages wait in ``queue``, asked of the broker itself."""
+        if self.name == "redis":
+            client = redis.Redis.from_url(REDIS_URL)
+            try:
+                return int(client.llen(REDIS_KEYPREFIX + queue))
+            finally:
+                client.close()
+        with self.app.connection_for_write() as connection:
+            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+
+    def purge(self, queue: str) -> None:
+        with self.app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue)
+
+    def drain(self, queue: str = DEFAULT_QUEUE) -> None:
+        """Wait until the single consumer has worked through ``queue`` up to now.
+
+        A FIFO queue with one consumer runs a sentinel only after everything
+        published before it, so any duplicate would have run by then.
+        """
+        token = new_token()
+        self.record.apply_async((token, "sentinel"), queue=queue)
+        JOURNAL.wait_for(token, 1)
+
+
+def make_broker(name: str) -> Broker:
+    url = REDIS_URL if name == "redis" else RABBITMQ_URL
+    app = Celery(f"airlock_test_{name}", broker=url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=DEFAULT_QUEUE,
+        task_create_missing_queues=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        # pickle, because the user documents' examples pass `...` as an argument
+        task_serializer="pickle",
+        accept_content=["pickle", "json"],
+        broker_transport_options={"global_keyprefix": REDIS_KEYPREFIX} if name == "redis" else {},
+    )
+
+    @app.task(name="airlock_test.record", bind=True, shared=False)
+    def record(self: Any, token: str, *args: Any, **kwargs: Any) -> None:
+        JOURNAL.add(
+            kind="run",
+            token=token,
+            args=args,
+            kwargs=kwargs,
+            id=self.request.id,
+            parent_id=self.request.parent_id,
+            routing_key=(self.request.delivery_info or {}).get("routing_key"),
+            at=time.time(),
+        )
+
+    @app.task(name="airlock_test.parent", bind=True, base=AirlockTask, max_retries=2, shared=False)
+    def parent(self: Any, token: str, mode: str) -> None:
+        attempt = self.request.retries
+        airlock.enqueue(record, token, "child", attempt)
+        if attempt == 0 and mode == "retry":
+            raise self.retry(countdown=0)
+        if attempt == 0 and mode == "retry_nothrow":
+            self.retry(countdown=0, throw=False)
+        JOURNAL.add(kind="body_done", token=token, attempt=attempt, headers=dict(self.request.headers or {}), at=time.time())
+        if mode == "raise":
+            raise ValueError("the parent task failed on purpose")
+
+    return Broker(name, app, record, parent)
+
+
+@contextlib.contextmanager
+def running_worker(name: str) -> Iterator[Broker]:
+    """A real worker in a thread: one process, concurrency 1, prefetch 1."""
+    require_service(name)
+    broker = make_broker(name)
+    with broker.app.connection_for_write() as connection:
+        for queue in (DEFAULT_QUEUE, ROUTED_QUEUE, IDLE_QUEUE):
+            connection.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+            connection.default_channel.queue_purge(queue)
+    try:
+        with start_worker(
+            broker.app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            queues=[DEFAULT_QUEUE, ROUTED_QUEUE],
+            shutdown_timeout=15,
+            # The blocking loop: with the event loop, a solo pool on py-amqp can
+            # leave prefetched frames unnoticed in its buffer for seconds.
+            use_eventloop=False,
+        ):
+            yield broker
+    finally:
+        _clean(broker)
+
+
+def _clean(broker: Broker) -> None:
+    if broker.name == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(client.scan_iter(match=f"{REDIS_KEYPREFIX}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+        return
+    with broker.app.connection_for_write() as connection:
+        for queue in (DEFAULT_QUEUE, ROUTED_QUEUE, IDLE_QUEUE):
+            connection.default_channel.queue_delete(queue)
