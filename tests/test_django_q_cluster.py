@@ -115,7 +115,7 @@ def test_failed_wrapped_run_sends_no_follow_ups(worker):
     assert not run.success and "fails on purpose" in run.result
     finished(worker, count=1, group="after-parent")
     assert not Task.objects.filter(func="tests.django_q_support.tasks.child").exists()
-    assert not any(row.func() is child for row in OrmQ.objects.all())
+    assert not any(row.task.get("func") is child for row in OrmQ.objects.all())
 
 
 def test_trace_context_travels_to_the_worker(worker, monkeypatch):

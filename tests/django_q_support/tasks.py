@@ -31,7 +31,7 @@ def child(n: int) -> int:
 def parent(n: int, *, fail: bool = False) -> dict[str, Any]:
     """Enqueue ``child(n)`` and report whether it reached the broker during the run."""
     airlock.enqueue(child, n)
-    queued = sum(1 for row in OrmQ.objects.all() if row.func() is child)
+    queued = sum(1 for row in OrmQ.objects.all() if row.task.get("func") is child)
     if fail:
         raise RuntimeError(f"parent({n}) fails on purpose")
     return {"children_queued_during_run": queued, "body_done": timezone.now()}
