@@ -82,7 +82,10 @@ def test_a_command_with_its_own_dry_run_renames_airlocks(sent):
     out = io.StringIO()
     call_command(OwnDryRun(), "--airlock-dry-run", stdout=out)
     assert sent == [7]
-    assert out.getvalue().splitlines()[1:] == ["airlock dry run: 1 intent(s) would have been sent", "  notify_warehouse(7)"]
+    assert out.getvalue().splitlines()[1:] == [
+        "airlock dry run: 1 intent(s) would have been sent",
+        "  notify_warehouse(7)",
+    ]
 
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["real", "dry-run"])
@@ -93,7 +96,8 @@ def test_command_scope_serves_scripts(orders, sent, dry_run):
             airlock.enqueue(tasks.send_confirmation, order.pk)
         assert sent == [] and airlock.get_current_scope() is scope
     assert sent == ([] if dry_run else ["jam"])
-    assert out.getvalue() == (f"airlock dry run: 1 intent(s) would have been sent\n  send_confirmation({orders[1]})\n" if dry_run else "")
+    listing = f"airlock dry run: 1 intent(s) would have been sent\n  send_confirmation({orders[1]})\n"
+    assert out.getvalue() == (listing if dry_run else "")
 
 
 def test_command_scope_discards_on_an_exception(orders, sent):

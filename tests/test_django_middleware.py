@@ -94,7 +94,9 @@ def test_a_rolled_back_transaction_in_the_view_dispatches_nothing(kind):
     assert not Order.objects.exists()
 
 
-@pytest.mark.parametrize("atomic_requests", [True, False], ids=["ATOMIC_REQUESTS-on", "ATOMIC_REQUESTS-off"], indirect=True)
+@pytest.mark.parametrize(
+    "atomic_requests", [True, False], ids=["ATOMIC_REQUESTS-on", "ATOMIC_REQUESTS-off"], indirect=True
+)
 def test_outside_and_inside_the_request_transaction(worker, atomic_requests):
     """On: the view's writes commit (or roll back) with the request; off: each write autocommits.
 
@@ -118,8 +120,12 @@ ITERATIONS = 15
 
 @pytest.mark.parametrize(
     ("kind", "path", "atomic_requests"),
-    [("sync", "/orders/atomic/", False), ("sync", "/orders/", True), ("async", "/orders/", False),
-     ("async", "/orders/atomic/", False)],
+    [
+        ("sync", "/orders/atomic/", False),
+        ("sync", "/orders/", True),
+        ("async", "/orders/", False),
+        ("async", "/orders/atomic/", False),
+    ],
     ids=["sync-atomic-block", "sync-ATOMIC_REQUESTS", "async-autocommit", "async-atomic-block"],
     indirect=["atomic_requests"],
 )

@@ -13,8 +13,8 @@ from django.db.transaction import TransactionManagementError
 
 import airlock
 from airlock import BlockTasks, Scope, signals
-from airlock.testing import capture
 from airlock.integrations.django import DjangoScope
+from airlock.testing import capture
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop import tasks
 from tests.djangoproject.shop.models import Order

@@ -27,7 +27,11 @@ class NotAScope:
 
 
 def test_the_app_configures_airlock_when_django_starts(settings):
-    settings.AIRLOCK = {"POLICY": "airlock.DropAll", "EXECUTOR": f"{__name__}.record", "SCOPE_KWARGS": {"using": "other"}}
+    settings.AIRLOCK = {
+        "POLICY": "airlock.DropAll",
+        "EXECUTOR": f"{__name__}.record",
+        "SCOPE_KWARGS": {"using": "other"},
+    }
     apps.get_app_config("airlock").ready()
     chosen = airlock.get_configuration()
     assert type(chosen["policy"]) is DropAll
@@ -48,7 +52,8 @@ def test_objects_work_as_well_as_paths():
 def test_no_setting_means_a_django_scope_and_the_core_defaults(settings):
     del settings.AIRLOCK
     configure_from_settings()
-    assert airlock.get_configuration() == {"scope_cls": DjangoScope, "policy": None, "executor": None, "scope_kwargs": {}}
+    chosen = airlock.get_configuration()
+    assert chosen == {"scope_cls": DjangoScope, "policy": None, "executor": None, "scope_kwargs": {}}
 
 
 def test_the_seed_celery_example_imports():
@@ -81,9 +86,22 @@ BAD = [
     ("value", "fragments"),
     BAD,
     ids=[
-        "not-a-dict", "unknown-key", "lowercase-key", "policy-path", "executor-path", "scope-path",
-        "policy-kind", "policy-class-args", "executor-class", "executor-kind", "scope-kind",
-        "scope-instance", "kwargs-kind", "kwargs-alias", "kwargs-unknown", "kwargs-for-plain-scope",
+        "not-a-dict",
+        "unknown-key",
+        "lowercase-key",
+        "policy-path",
+        "executor-path",
+        "scope-path",
+        "policy-kind",
+        "policy-class-args",
+        "executor-class",
+        "executor-kind",
+        "scope-kind",
+        "scope-instance",
+        "kwargs-kind",
+        "kwargs-alias",
+        "kwargs-unknown",
+        "kwargs-for-plain-scope",
     ],
 )
 def test_mistakes_raise_improperly_configured_naming_the_key_and_choices(value, fragments):

@@ -10,11 +10,9 @@ Add ``"airlock.integrations.django"`` to ``INSTALLED_APPS`` and
 from __future__ import annotations
 
 try:
-    import django  # noqa: F401
+    import django  # type: ignore[import-untyped]  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised only without Django
-    raise ImportError(
-        "airlock.integrations.django needs Django: pip install 'airlock[django]'"
-    ) from error
+    raise ImportError("airlock.integrations.django needs Django: pip install 'airlock[django]'") from error
 
 from airlock.integrations.django._commands import AirlockCommand, command_scope
 from airlock.integrations.django._middleware import AirlockMiddleware

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Protocol
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser  # type: ignore[import-untyped]  # Django ships no type hints
 
 import airlock
 from airlock import DropAll, Scope
@@ -15,8 +15,12 @@ from airlock import DropAll, Scope
 __all__ = ["AirlockCommand", "command_scope"]
 
 
+class _Writer(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+
 @contextmanager
-def command_scope(*, dry_run: bool = False, stdout: TextIO | None = None, **kwargs: Any) -> Iterator[Scope]:
+def command_scope(*, dry_run: bool = False, stdout: _Writer | None = None, **kwargs: Any) -> Iterator[Scope]:
     """A scope for a script or a command: flush on success, discard on an exception.
 
     With ``dry_run=True`` the scope's policy is :class:`~airlock.DropAll`: every
@@ -55,7 +59,7 @@ def command_scope(*, dry_run: bool = False, stdout: TextIO | None = None, **kwar
             out.write(f"  {intent}\n")
 
 
-class AirlockCommand(BaseCommand):
+class AirlockCommand(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
     """A management command whose ``handle()`` runs inside a scope, with ``--dry-run``.
 
     Subclass it instead of ``BaseCommand``; ``add_arguments`` and ``handle`` stay

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase  # type: ignore[import-untyped]  # Django ships no type hints
 
 import airlock
 from airlock import Scope
@@ -49,7 +49,7 @@ class AirlockMiddleware:
 
     def should_flush(self, request: HttpRequest, response: HttpResponseBase) -> bool:
         """Flush for 1xx-3xx responses, discard for 4xx and 5xx."""
-        return response.status_code < 400
+        return bool(response.status_code < 400)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

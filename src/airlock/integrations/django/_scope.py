@@ -26,8 +26,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.db import connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import connections, router, transaction  # type: ignore[import-untyped]  # Django ships no type hints
+from django.db.backends.base.base import BaseDatabaseWrapper  # type: ignore[import-untyped]
 
 from airlock import Intent, Scope
 from airlock.typing import Policy
@@ -83,9 +83,7 @@ def scheduled_intent(callback: object, *, released: bool = True) -> Intent | Non
 
     With ``released=False``, only if it has not gone out yet.
     """
-    if type(callback) is _CommitTicket and (
-        callback.state is _SCHEDULED or (released and callback.state is _RELEASED)
-    ):
+    if type(callback) is _CommitTicket and (callback.state is _SCHEDULED or (released and callback.state is _RELEASED)):
         return callback.intent
     return None
 

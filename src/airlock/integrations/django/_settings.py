@@ -6,9 +6,9 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
+from django.conf import settings  # type: ignore[import-untyped]  # Django ships no type hints
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
 import airlock
 from airlock import Scope

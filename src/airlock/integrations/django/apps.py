@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig  # type: ignore[import-untyped]  # Django ships no type hints
 
 from airlock.integrations.django._settings import configure_from_settings
 
 __all__ = ["AirlockConfig"]
 
 
-class AirlockConfig(AppConfig):
+class AirlockConfig(AppConfig):  # type: ignore[misc]  # Django ships no type hints
     """Configures airlock from ``settings.AIRLOCK`` when Django starts.
 
     A bad ``AIRLOCK`` setting raises ``ImproperlyConfigured`` here, at start-up,

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.test import TestCase
+from django.db import DEFAULT_DB_ALIAS, connections  # type: ignore[import-untyped]  # Django ships no type hints
+from django.test import TestCase  # type: ignore[import-untyped]
 
 from airlock import Intent
 from airlock.integrations.django._scope import scheduled_intent
@@ -58,4 +58,5 @@ def waiting_for_commit(using: str = DEFAULT_DB_ALIAS) -> list[Intent]:
     .. versionadded:: 0.1
     """
     entries = connections[using].run_on_commit
-    return [intent for intent in (scheduled_intent(entry[1], released=False) for entry in entries) if intent is not None]
+    intents = (scheduled_intent(entry[1], released=False) for entry in entries)
+    return [intent for intent in intents if intent is not None]
