@@ -130,7 +130,7 @@ def celery_executor(intent: Intent) -> Any:
                 f"{intent.name} has .delay() but no .apply_async(), so its "
                 f"_dispatch_options {sorted(options)} cannot be passed; drop them or use a Celery task"
             )
-        return _send(delay, intent.args, intent.kwargs)
+        return _send(delay, *intent.args, **intent.kwargs)
     options = _with_trace_headers(options)
     batch = _batch.get()
     if batch is not None and not (options and ("producer" in options or "connection" in options)):
@@ -140,7 +140,7 @@ def celery_executor(intent: Intent) -> Any:
     return _send(apply_async, intent.args, intent.kwargs)
 
 
-def _send(method: Any, *args: Any, **options: Any) -> Any:
+def _send(method: Any, /, *args: Any, **options: Any) -> Any:
     token = passthrough.set(True)
     try:
         return method(*args, **options)
