@@ -7,6 +7,7 @@ from django.urls import path
 from tests.djangoproject.shop import views
 
 urlpatterns = [
+    path("checkout/", views.checkout),
     path("orders/", views.create_order),
     path("orders/atomic/", views.create_order_atomic),
     path("orders/naive/", views.create_order_naive),

@@ -43,6 +43,13 @@ def _create_in_atomic(request: HttpRequest) -> int | None:
     return order_id
 
 
+def checkout(request: HttpRequest) -> HttpResponse:
+    """The view docs/django.md's TestCase example posts to."""
+    order = Order.objects.create(sku=request.POST["sku"])
+    airlock.enqueue(tasks.send_confirmation, order.pk)
+    return HttpResponse(status=201)
+
+
 def create_order(request: HttpRequest) -> HttpResponse:
     """Autocommit, or the request's transaction when ATOMIC_REQUESTS is on."""
     return _answer(request, _create_and_enqueue(request.GET.get("sku", "tea")))
