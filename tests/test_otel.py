@@ -9,6 +9,7 @@ import time
 
 import pytest
 from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 import airlock
@@ -285,24 +286,46 @@ def test_counters_and_held_histogram(otel):
 # -- switching on and off -------------------------------------------------------------------
 
 
+HOT = {"intent_enqueued", "intent_released", "intent_dispatched"}
+
+
 def test_instrument_sets_the_hooks_and_uninstrument_undoes_exactly_that():
     before = {signal: len(signal.receivers) for signal in signals.ALL}
-    instrument()
-    try:
+    with instrumented():
         assert AirlockInstrumentor().is_instrumented_by_opentelemetry
         assert _propagation.is_enabled()
         assert _context.hooks.capture_trace_context is not None
         assert all(len(signal.receivers) == before[signal] + 1 for signal in signals.ALL)
         instrument()  # a second call changes nothing
         assert all(len(signal.receivers) == before[signal] + 1 for signal in signals.ALL)
-    finally:
-        uninstrument()
     assert not AirlockInstrumentor().is_instrumented_by_opentelemetry
     assert {signal: len(signal.receivers) for signal in signals.ALL} == before
     assert _context.hooks.inject_trace is None
     assert _context.hooks.continue_trace is None
     assert _context.hooks.capture_trace_context is None
     uninstrument()  # and a second uninstrument is harmless
+
+
+def test_without_an_sdk_only_cold_receivers_are_connected_until_one_is_set():
+    """The no-op API records nothing, so the per-intent receivers wait for an SDK."""
+    before = {signal: len(signal.receivers) for signal in signals.ALL}
+    instrument()
+    try:
+        connected = {s.name: len(s.receivers) - before[s] for s in signals.ALL}
+        assert connected == {name: 0 if name in HOT else 1 for name in connected}
+        assert _context.hooks.capture_trace_context is None
+        assert _propagation.is_enabled()
+        # What setting a global SDK provider changes, seen through the switch airlock reads.
+        tracing = AirlockInstrumentor()._tracing
+        tracing.traces_on.get_global = TracerProvider
+        with airlock.scope():
+            pass
+        assert all(len(s.receivers) == before[s] + 1 for s in signals.ALL)
+        assert _context.hooks.capture_trace_context is not None
+    finally:
+        uninstrument()
+    assert {signal: len(signal.receivers) for signal in signals.ALL} == before
+    assert _context.hooks.capture_trace_context is None
 
 
 def test_uninstrument_leaves_a_hook_someone_else_installed_since():

@@ -232,6 +232,7 @@ def test_an_explicit_logger_wins():
 
 def test_instrument_twice_keeps_one_subscriber_and_uninstrument_undoes_it():
     before = {signal: len(signal.receivers) for signal in signals.ALL}
+    structlog.configure(processors=[])
     airlock_structlog.instrument()
     airlock_structlog.instrument()
     assert airlock_structlog.is_instrumented()
@@ -243,3 +244,19 @@ def test_instrument_twice_keeps_one_subscriber_and_uninstrument_undoes_it():
         airlock.enqueue(notify, 1)
     assert logs == []
     airlock_structlog.uninstrument()  # harmless when off
+
+
+def test_per_intent_receivers_wait_until_events_would_be_written(caplog):
+    """Nothing configured: one cheap receiver per scope, none per intent, until logging is on."""
+    hot = {"intent_enqueued", "intent_released", "intent_dispatched"}
+    before = {signal: len(signal.receivers) for signal in signals.ALL}
+    caplog.set_level(logging.WARNING, logger="airlock")
+    airlock_structlog.instrument()
+    with airlock.scope():
+        airlock.enqueue(notify, 1)
+    assert {s.name for s in signals.ALL if len(s.receivers) == before[s]} == hot
+    caplog.set_level(logging.INFO, logger="airlock")
+    with airlock.scope():
+        airlock.enqueue(notify, 2)
+    assert all(len(s.receivers) == before[s] + 1 for s in signals.ALL)
+    assert [r.airlock["event"] for r in caplog.records] == ["airlock.intent.dispatched", "airlock.scope.flushed"]

@@ -2,31 +2,63 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airlock import _context, signals
 from airlock._executors import sync_executor
-from airlock._signal import Signal
 
 if TYPE_CHECKING:
     from airlock._intent import Intent
     from airlock._scope import Scope
 
-__all__ = ["connections", "error_text", "executor_of", "held_ms", "message_id", "messaging_system"]
+__all__ = ["Receivers", "error_text", "executor_of", "held_ms", "message_id", "messaging_system"]
 
 _EXECUTORS_PACKAGE = "airlock.integrations.executors."
 _ID_ATTRIBUTES = ("message_id", "id", "task_id")
 
 
-def connections(subscriber: object) -> list[tuple[Signal, Callable[..., Any]]]:
-    """Pair each airlock signal with the subscriber's method of the same name, if it has one."""
-    pairs = []
-    for signal in signals.ALL:
-        receiver = getattr(subscriber, signal.name, None)
-        if receiver is not None:
-            pairs.append((signal, receiver))
-    return pairs
+_HOT = frozenset({"intent_enqueued", "intent_released", "intent_dispatched"})
+
+
+class Receivers:
+    """A subscriber's receivers: each airlock signal paired with its method of the same name.
+
+    The signals every intent goes through (enqueue, release, dispatch) are the
+    *hot* ones. They are connected only once the subscriber would record
+    something (:meth:`wake`), so a bridge that is switched on while nothing is
+    configured costs one cheap receiver per scope, not three per intent. Waking
+    is final: going back to sleep could strand an intent between its release
+    and its dispatch.
+    """
+
+    def __init__(self, subscriber: object) -> None:
+        pairs = [(signal, getattr(subscriber, signal.name, None)) for signal in signals.ALL]
+        present = [(signal, receiver) for signal, receiver in pairs if receiver is not None]
+        self.cold = [(signal, receiver) for signal, receiver in present if signal.name not in _HOT]
+        self.hot = [(signal, receiver) for signal, receiver in present if signal.name in _HOT]
+        self.is_awake = False
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        for signal, receiver in self.cold:
+            signal.connect(receiver, weak=False)
+
+    def wake(self) -> None:
+        if self.is_awake:
+            return
+        with self._lock:
+            if not self.is_awake:
+                for signal, receiver in self.hot:
+                    signal.connect(receiver, weak=False)
+                self.is_awake = True
+
+    def disconnect(self) -> None:
+        with self._lock:
+            for signal, receiver in self.cold + (self.hot if self.is_awake else []):
+                signal.disconnect(receiver)
+            self.is_awake = False
 
 
 def executor_of(scope: Scope) -> Callable[[Intent], Any]:

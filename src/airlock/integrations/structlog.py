@@ -27,14 +27,12 @@ from typing import Any
 try:
     import structlog
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
-    raise ImportError(
-        "airlock.integrations.structlog needs structlog: pip install 'airlock[structlog]'"
-    ) from error
+    raise ImportError("airlock.integrations.structlog needs structlog: pip install 'airlock[structlog]'") from error
 
 from airlock._intent import Intent
 from airlock._scope import Scope
 from airlock.integrations._observe import (
-    connections,
+    Receivers,
     error_text,
     executor_of,
     held_ms,
@@ -80,24 +78,36 @@ class _LogSubscriber:
         self._include_args = include_args
         # Release time per in-flight intent, so the deferral excludes the executor's own time.
         self._released: dict[int, int] = {}
-        self.connections = connections(self)
+        self.receivers = Receivers(self)
+
+    def wake_if_enabled(self) -> None:
+        """Connect the per-intent receivers once events would be written somewhere."""
+        if not self.receivers.is_awake and self._is_enabled(logging.INFO):
+            self.receivers.wake()
 
     # -- writing ----------------------------------------------------------------
+
+    def _is_enabled(self, level: int) -> bool:
+        """False only when the events would go to a stdlib logger that drops ``level``.
+
+        Checked before building an event, so an unconfigured application pays
+        next to nothing. structlog loggers do their own filtering.
+        """
+        return self._logger is not None or structlog.is_configured() or _stdlib_logger.isEnabledFor(level)
 
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
         logger = self._logger
         if logger is None and not structlog.is_configured():
             # The application uses plain logging: stay inside it, never configure it.
-            if _stdlib_logger.isEnabledFor(level):
-                exc_info = fields.pop("exc_info", None)
-                _stdlib_logger.log(
-                    level,
-                    "%s %s",
-                    event,
-                    _Fields(fields),
-                    exc_info=exc_info,
-                    extra={"airlock": {"event": event, **fields}},
-                )
+            exc_info = fields.pop("exc_info", None)
+            _stdlib_logger.log(
+                level,
+                "%s %s",
+                event,
+                _Fields(fields),
+                exc_info=exc_info,
+                extra={"airlock": {"event": event, **fields}},
+            )
             return
         if logger is None:
             logger = structlog.get_logger("airlock")
@@ -118,30 +128,37 @@ class _LogSubscriber:
     # -- receivers ----------------------------------------------------------------
 
     def scope_entered(self, scope: Scope) -> None:
-        parent = scope.parent
-        self._log(
-            logging.DEBUG,
-            EVENTS["scope_entered"],
-            {"scope_id": scope.id, "parent_scope_id": None if parent is None else parent.id},
-        )
+        self.wake_if_enabled()
+        if self._is_enabled(logging.DEBUG):
+            parent = scope.parent
+            self._log(
+                logging.DEBUG,
+                EVENTS["scope_entered"],
+                {"scope_id": scope.id, "parent_scope_id": None if parent is None else parent.id},
+            )
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
+        if self._is_enabled(logging.DEBUG):
+            self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
-        fields = self._intent_fields(scope, intent)
-        fields["child_scope_id"] = child.id
-        fields["outcome"] = "captured"
-        self._log(logging.DEBUG, EVENTS["intent_captured"], fields)
+        if self._is_enabled(logging.DEBUG):
+            fields = self._intent_fields(scope, intent)
+            fields["child_scope_id"] = child.id
+            fields["outcome"] = "captured"
+            self._log(logging.DEBUG, EVENTS["intent_captured"], fields)
 
     def intent_dropped(self, scope: Scope, *, intent: Intent, policy: Any) -> None:
-        fields = self._intent_fields(scope, intent)
-        fields["outcome"] = "dropped"
-        fields["policy"] = type(policy).__name__
-        self._log(logging.INFO, EVENTS["intent_dropped"], fields)
+        if self._is_enabled(logging.INFO):
+            fields = self._intent_fields(scope, intent)
+            fields["outcome"] = "dropped"
+            fields["policy"] = type(policy).__name__
+            self._log(logging.INFO, EVENTS["intent_dropped"], fields)
 
     def intent_released(self, scope: Scope, *, intent: Intent) -> None:
-        self._released[id(intent)] = time_ns()
+        # Not an event of its own: it only marks when the held time ended.
+        if self._is_enabled(logging.INFO):
+            self._released[id(intent)] = time_ns()
 
     def _finished(self, scope: Scope, intent: Intent, outcome: str) -> dict[str, Any]:
         released = self._released.pop(id(intent), None) or time_ns()
@@ -151,28 +168,34 @@ class _LogSubscriber:
         return fields
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
-        fields = self._finished(scope, intent, "dispatched")
-        fields["message_id"] = message_id(messaging_system(executor_of(scope)), result)
-        self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
+        if self._is_enabled(logging.INFO):
+            fields = self._finished(scope, intent, "dispatched")
+            fields["message_id"] = message_id(messaging_system(executor_of(scope)), result)
+            self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
-        fields = self._finished(scope, intent, "failed")
-        fields["error"] = error_text(error)
-        fields["exc_info"] = error
-        self._log(logging.ERROR, EVENTS["dispatch_failed"], fields)
+        if self._is_enabled(logging.ERROR):
+            fields = self._finished(scope, intent, "failed")
+            fields["error"] = error_text(error)
+            fields["exc_info"] = error
+            self._log(logging.ERROR, EVENTS["dispatch_failed"], fields)
+        else:
+            self._released.pop(id(intent), None)
 
     def scope_flushed(self, scope: Scope, *, intents: list[Intent]) -> None:
-        fields = {"scope_id": scope.id, "outcome": "flushed", "intents": len(intents)}
-        self._log(logging.INFO, EVENTS["scope_flushed"], fields)
+        if self._is_enabled(logging.INFO):
+            fields = {"scope_id": scope.id, "outcome": "flushed", "intents": len(intents)}
+            self._log(logging.INFO, EVENTS["scope_flushed"], fields)
 
     def scope_discarded(self, scope: Scope, *, intents: list[Intent], error: BaseException | None) -> None:
-        fields = {
-            "scope_id": scope.id,
-            "outcome": "discarded",
-            "intents": len(intents),
-            "error": error_text(error),
-        }
-        self._log(logging.INFO, EVENTS["scope_discarded"], fields)
+        if self._is_enabled(logging.INFO):
+            fields = {
+                "scope_id": scope.id,
+                "outcome": "discarded",
+                "intents": len(intents),
+                "error": error_text(error),
+            }
+            self._log(logging.INFO, EVENTS["scope_discarded"], fields)
 
 
 _subscriber: _LogSubscriber | None = None
@@ -194,8 +217,8 @@ def instrument(*, logger: Any = None, include_args: bool = False) -> None:
     global _subscriber
     uninstrument()
     subscriber = _LogSubscriber(logger, include_args)
-    for signal, receiver in subscriber.connections:
-        signal.connect(receiver, weak=False)
+    subscriber.receivers.connect()
+    subscriber.wake_if_enabled()
     _subscriber = subscriber
 
 
@@ -206,10 +229,8 @@ def uninstrument() -> None:
     """
     global _subscriber
     subscriber, _subscriber = _subscriber, None
-    if subscriber is None:
-        return
-    for signal, receiver in subscriber.connections:
-        signal.disconnect(receiver)
+    if subscriber is not None:
+        subscriber.receivers.disconnect()
 
 
 def is_instrumented() -> bool:

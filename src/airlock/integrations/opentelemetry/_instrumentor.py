@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from time import time_ns
 from typing import Any
@@ -16,7 +16,7 @@ from airlock import _context
 from airlock._intent import Intent
 from airlock._scope import Scope
 from airlock.integrations._observe import (
-    connections,
+    Receivers,
     error_text,
     executor_of,
     held_ms,
@@ -36,14 +36,20 @@ ENQUEUE_EVENT = "airlock.enqueue"
 
 
 class _ScopeRecord:
-    """A scope's open span, the context token that made it current, and its counts."""
+    """A scope's open span, the context token that made it current, and its counts.
 
-    __slots__ = ("dropped", "enqueued", "span", "token")
+    Counts of enqueued and dispatched intents are kept here and added to the
+    counters once per task name when the scope ends: one SDK measurement per
+    scope instead of one per intent.
+    """
+
+    __slots__ = ("dispatched", "dropped", "enqueued", "span", "token")
 
     def __init__(self, span: trace.Span, token: object) -> None:
         self.span = span
         self.token = token
-        self.enqueued = 0
+        self.enqueued: dict[str, int] = {}
+        self.dispatched: dict[tuple[str, str], int] = {}
         self.dropped = 0
 
 
@@ -59,20 +65,49 @@ class _Dispatch:
         self.released_ns = released_ns
 
 
+class _Switch:
+    """Whether a provider records anything.
+
+    The API's own providers (the proxy before an SDK is set, and the no-op ones)
+    record nothing, so airlock skips building spans and measurements for them.
+    An explicit provider is judged once. The global one is looked at again when
+    a scope is entered (looking costs environment lookups, too much per intent)
+    until an SDK is found; an SDK can be set only once per process, so "on" is final.
+    """
+
+    __slots__ = ("get_global", "is_on")
+
+    def __init__(self, explicit: object | None, get_global: Callable[[], object]) -> None:
+        self.get_global = None if explicit is not None else get_global
+        self.is_on = not _is_api_default(get_global() if explicit is None else explicit)
+
+    def refresh(self) -> bool:
+        if not self.is_on and self.get_global is not None:
+            self.is_on = not _is_api_default(self.get_global())
+        return self.is_on
+
+
+def _is_api_default(provider: object) -> bool:
+    return type(provider).__module__.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
+
+
 class _Tracing:
     """The receivers and hooks of one ``instrument()`` call, so ``uninstrument()`` undoes exactly them."""
 
-    def __init__(self, tracer: trace.Tracer, meter: metrics.Meter) -> None:
-        self.tracer = tracer
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+    ) -> None:
+        self.tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider, schema_url=_SCHEMA_URL)
+        self.traces_on = _Switch(tracer_provider, trace.get_tracer_provider)
+        self.metrics_on = _Switch(meter_provider, metrics.get_meter_provider)
         self.scopes: weakref.WeakKeyDictionary[Scope, _ScopeRecord] = weakref.WeakKeyDictionary()
         self.dispatches: dict[int, _Dispatch] = {}
+        meter = metrics.get_meter(_NAME, _VERSION, meter_provider, schema_url=_SCHEMA_URL)
         unit = "{intent}"
-        self.enqueued = meter.create_counter(
-            "airlock.intents.enqueued", unit, "Intents accepted into a scope's buffer"
-        )
-        self.dispatched = meter.create_counter(
-            "airlock.intents.dispatched", unit, "Intents an executor accepted"
-        )
+        self.enqueued = meter.create_counter("airlock.intents.enqueued", unit, "Intents accepted into a scope's buffer")
+        self.dispatched = meter.create_counter("airlock.intents.dispatched", unit, "Intents an executor accepted")
         self.dropped = meter.create_counter("airlock.intents.dropped", unit, "Intents a policy refused")
         self.discarded = meter.create_counter(
             "airlock.intents.discarded", unit, "Intents dropped with a discarded scope"
@@ -83,11 +118,48 @@ class _Tracing:
             "ms",
             "How long an intent was held between its enqueue and its dispatch",
         )
-        self.connections = connections(self)
+        self.receivers = Receivers(self)
+        self._previous_hooks: tuple[Any, Any, Any] = (None, None, None)
+
+    # -- switching on and off -------------------------------------------------------
+
+    def install(self) -> None:
+        hooks = _context.hooks
+        self._previous_hooks = (hooks.capture_trace_context, hooks.inject_trace, hooks.continue_trace)
+        hooks.inject_trace = self.inject
+        hooks.continue_trace = self.continue_trace
+        self.receivers.connect()
+        self.wake_if_recording()
+
+    def wake_if_recording(self) -> None:
+        """Connect the per-intent receivers (and capture trace context) once an SDK records."""
+        if self.traces_on.is_on and self.metrics_on.is_on and self.receivers.is_awake:
+            return
+        traces_on = self.traces_on.refresh()
+        if self.metrics_on.refresh() or traces_on:
+            self.receivers.wake()
+        hooks = _context.hooks
+        if traces_on and hooks.capture_trace_context is self._previous_hooks[0]:
+            hooks.capture_trace_context = self.capture_trace_context
+
+    def remove(self) -> None:
+        self.receivers.disconnect()
+        hooks = _context.hooks
+        capture, inject, continue_ = self._previous_hooks
+        # Put back what was there only where the hook is still ours.
+        if hooks.capture_trace_context == self.capture_trace_context:
+            hooks.capture_trace_context = capture
+        if hooks.inject_trace == self.inject:
+            hooks.inject_trace = inject
+        if hooks.continue_trace == self.continue_trace:
+            hooks.continue_trace = continue_
 
     # -- scope span ----------------------------------------------------------------
 
     def scope_entered(self, scope: Scope) -> None:
+        self.wake_if_recording()
+        if not self.traces_on.is_on:
+            return
         attributes: dict[str, Any] = {
             "airlock.scope.id": scope.id,
             "airlock.scope.class": type(scope).__name__,
@@ -95,26 +167,28 @@ class _Tracing:
         if scope.parent is not None:
             attributes["airlock.scope.parent_id"] = scope.parent.id
         span = self.tracer.start_span(SCOPE_SPAN, kind=SpanKind.INTERNAL, attributes=attributes)
-        if not span.get_span_context().is_valid:
-            return  # the no-op API: keep whatever context is current
         # Current for the scope's body, so enqueue points (and the dispatch spans that
         # take them as parent) nest under the scope in the trace.
         token = otel_context.attach(trace.set_span_in_context(span))
         self.scopes[scope] = _ScopeRecord(span, token)
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        record = self.scopes.get(scope)
+        if not (self.traces_on.is_on or self.metrics_on.is_on):
+            return
         name = intent.name
-        if record is not None:
-            record.enqueued += 1
-            span = record.span
-            if span.is_recording():
-                attributes = {"airlock.intent.id": intent.id, "airlock.intent.name": name}
-                origin = intent.origin
-                if origin is not None:
-                    attributes["airlock.intent.origin"] = str(origin)
-                span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
-        self.enqueued.add(1, {"airlock.intent.name": name})
+        record = self.scopes.get(scope)
+        if record is None:
+            if self.metrics_on.is_on:
+                self.enqueued.add(1, {"airlock.intent.name": name})
+            return
+        record.enqueued[name] = record.enqueued.get(name, 0) + 1
+        span = record.span
+        if span.is_recording():
+            attributes = {"airlock.intent.id": intent.id, "airlock.intent.name": name}
+            origin = intent.origin
+            if origin is not None:
+                attributes["airlock.intent.origin"] = str(origin)
+            span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
         record = self.scopes.get(scope)
@@ -142,7 +216,8 @@ class _Tracing:
                         "airlock.policy": policy_name,
                     },
                 )
-        self.dropped.add(1, {"airlock.intent.name": intent.name, "airlock.policy": policy_name})
+        if self.metrics_on.is_on:
+            self.dropped.add(1, {"airlock.intent.name": intent.name, "airlock.policy": policy_name})
 
     def scope_flushed(self, scope: Scope, *, intents: list[Intent]) -> None:
         record = self.scopes.pop(scope, None)
@@ -150,8 +225,9 @@ class _Tracing:
             self._end_scope(record, "flushed", len(intents), None)
 
     def scope_discarded(self, scope: Scope, *, intents: list[Intent], error: BaseException | None) -> None:
-        for intent in intents:
-            self.discarded.add(1, {"airlock.intent.name": intent.name})
+        if intents and self.metrics_on.is_on:
+            for intent in intents:
+                self.discarded.add(1, {"airlock.intent.name": intent.name})
         record = self.scopes.pop(scope, None)
         if record is not None:
             self._end_scope(record, "discarded", len(intents), error)
@@ -162,7 +238,7 @@ class _Tracing:
             span.set_attributes(
                 {
                     "airlock.scope.outcome": outcome,
-                    "airlock.scope.intents.enqueued": record.enqueued,
+                    "airlock.scope.intents.enqueued": sum(record.enqueued.values()),
                     "airlock.scope.intents.dropped": record.dropped,
                     f"airlock.scope.intents.{outcome}": count,
                 }
@@ -172,10 +248,17 @@ class _Tracing:
                 span.set_status(Status(StatusCode.ERROR, error_text(error)))
         _detach_if_current(span, record.token)
         span.end()
+        if self.metrics_on.is_on:
+            for name, enqueued in record.enqueued.items():
+                self.enqueued.add(enqueued, {"airlock.intent.name": name})
+            for (name, system), dispatched in record.dispatched.items():
+                self.dispatched.add(dispatched, {"airlock.intent.name": name, "messaging.system": system})
 
     # -- dispatch span ---------------------------------------------------------------
 
     def intent_released(self, scope: Scope, *, intent: Intent) -> None:
+        if not self.traces_on.is_on:
+            return
         now = time_ns()
         system = messaging_system(executor_of(scope))
         enqueue_context = intent.trace_context
@@ -191,14 +274,13 @@ class _Tracing:
             "messaging.destination.name": str(destination or name),
             "airlock.intent.id": intent.id,
             "airlock.intent.name": name,
-            "airlock.scope.id": scope.id,
             "airlock.intent.held_ms": held_ms(intent, now),
         }
         links = None
         if enqueue_context is not None:
             enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
             if enqueued_in.is_valid:
-                links = [Link(enqueued_in, {"airlock.link": "enqueued_in"})]
+                links = [Link(enqueued_in)]
         span = self.tracer.start_span(
             f"send {name}",
             context=enqueue_context,
@@ -207,22 +289,21 @@ class _Tracing:
             links=links,
             start_time=now,
         )
-        if not span.get_span_context().is_valid:
-            return  # the no-op API: nothing to propagate or to end
         # Current while the executor runs, so its propagate.inject() writes this
         # span's context (and the enqueue-time baggage) into the message.
         token = otel_context.attach(trace.set_span_in_context(span, enqueue_context))
         self.dispatches[id(intent)] = _Dispatch(span, token, system, now)
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
+        if not (self.traces_on.is_on or self.metrics_on.is_on):
+            return
         dispatch = self.dispatches.pop(id(intent), None)
-        name = intent.name
         if dispatch is None:
             system = messaging_system(executor_of(scope))
-            held = held_ms(intent, time_ns())
+            released = time_ns()
         else:
             system = dispatch.system
-            held = held_ms(intent, dispatch.released_ns)
+            released = dispatch.released_ns
             span = dispatch.span
             if span.is_recording():
                 sent_id = message_id(system, result)
@@ -230,9 +311,16 @@ class _Tracing:
                     span.set_attribute("messaging.message.id", sent_id)
             _detach_if_current(span, dispatch.token)
             span.end()
-        attributes = {"airlock.intent.name": name, "messaging.system": system}
-        self.dispatched.add(1, attributes)
-        self.held.record(held, attributes)
+        if not self.metrics_on.is_on:
+            return
+        name = intent.name
+        self.held.record(held_ms(intent, released), {"airlock.intent.name": name, "messaging.system": system})
+        record = self.scopes.get(scope)
+        if record is None:
+            self.dispatched.add(1, {"airlock.intent.name": name, "messaging.system": system})
+        else:
+            key = (name, system)
+            record.dispatched[key] = record.dispatched.get(key, 0) + 1
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
         dispatch = self.dispatches.pop(id(intent), None)
@@ -245,7 +333,8 @@ class _Tracing:
                 span.set_status(Status(StatusCode.ERROR, error_text(error)))
             _detach_if_current(span, dispatch.token)
             span.end()
-        self.failed.add(1, {"airlock.intent.name": intent.name, "messaging.system": system})
+        if self.metrics_on.is_on:
+            self.failed.add(1, {"airlock.intent.name": intent.name, "messaging.system": system})
 
     # -- propagation hooks -------------------------------------------------------------
 
@@ -307,13 +396,11 @@ class AirlockInstrumentor:
 
     _instance: AirlockInstrumentor | None = None
     _tracing: _Tracing | None
-    _previous_hooks: tuple[Any, Any, Any]
 
     def __new__(cls) -> AirlockInstrumentor:
         if cls._instance is None:
             instance = super().__new__(cls)
             instance._tracing = None
-            instance._previous_hooks = (None, None, None)
             cls._instance = instance
         return cls._instance
 
@@ -340,16 +427,8 @@ class AirlockInstrumentor:
         """
         if self._tracing is not None:
             return
-        tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider, schema_url=_SCHEMA_URL)
-        meter = metrics.get_meter(_NAME, _VERSION, meter_provider, schema_url=_SCHEMA_URL)
-        tracing = _Tracing(tracer, meter)
-        for signal, receiver in tracing.connections:
-            signal.connect(receiver, weak=False)
-        hooks = _context.hooks
-        self._previous_hooks = (hooks.capture_trace_context, hooks.inject_trace, hooks.continue_trace)
-        hooks.capture_trace_context = tracing.capture_trace_context
-        hooks.inject_trace = tracing.inject
-        hooks.continue_trace = tracing.continue_trace
+        tracing = _Tracing(tracer_provider, meter_provider)
+        tracing.install()
         self._tracing = tracing
 
     def uninstrument(self) -> None:
@@ -357,18 +436,7 @@ class AirlockInstrumentor:
         tracing, self._tracing = self._tracing, None
         if tracing is None:
             return
-        for signal, receiver in tracing.connections:
-            signal.disconnect(receiver)
-        hooks = _context.hooks
-        capture, inject, continue_ = self._previous_hooks
-        # Put back what was there only where the hook is still ours.
-        if hooks.capture_trace_context == tracing.capture_trace_context:
-            hooks.capture_trace_context = capture
-        if hooks.inject_trace == tracing.inject:
-            hooks.inject_trace = inject
-        if hooks.continue_trace == tracing.continue_trace:
-            hooks.continue_trace = continue_
-        self._previous_hooks = (None, None, None)
+        tracing.remove()
 
 
 def instrument(

@@ -99,9 +99,7 @@ def _format_trace(spans: list[ReadableSpan], width: int, glyphs: dict[str, str])
             is_last = index == len(items) - 1
             if isinstance(item, Event):
                 branch = inner + (glyphs["elbow"] if is_last else glyphs["tee"])
-                rows.append(
-                    (item.timestamp - origin, None, f"{branch}{glyphs['mark']} {_describe_event(item)}")
-                )
+                rows.append((item.timestamp - origin, None, f"{branch}{glyphs['mark']} {_describe_event(item)}"))
             else:
                 walk(item, inner, is_last, depth + 1)
 
@@ -112,8 +110,7 @@ def _format_trace(spans: list[ReadableSpan], width: int, glyphs: dict[str, str])
     trace_id = format(spans[0].context.trace_id, "032x")
     lines = [
         f"trace {trace_id}  {total / 1e6:.2f} ms, {len(spans)} spans",
-        f"{'offset':>10} {'duration':>10}  {'':<{label_width}}  "
-        f"{'0':<{width // 2}}{_ms(total):>{width - width // 2}}",
+        f"{'offset':>10} {'duration':>10}  {'':<{label_width}}  {'0':<{width // 2}}{_ms(total):>{width - width // 2}}",
     ]
     for offset, duration, label in rows:
         lines.append(
