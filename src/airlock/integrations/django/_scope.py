@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import Any
 
-from django.db import connections, router, transaction  # type: ignore[import-untyped]  # Django ships no type hints
+from django.db import connections, router  # type: ignore[import-untyped]  # Django ships no type hints
 from django.db.backends.base.base import BaseDatabaseWrapper  # type: ignore[import-untyped]
 
 from airlock import Intent, Scope
@@ -133,6 +134,10 @@ class DjangoScope(Scope):
             )
         self._using: str = using
         self._tickets: dict[int, _CommitTicket] = {}
+        # Django's connections are per thread; remember the last thread's, since
+        # looking one up costs more than the rest of an enqueue.
+        self._thread = 0
+        self._connection: BaseDatabaseWrapper | None = None
 
     @property
     def using(self) -> str:
@@ -157,7 +162,11 @@ class DjangoScope(Scope):
         return intent
 
     def _register(self) -> _CommitTicket:
-        connection = connections[self._using]
+        thread = get_ident()
+        connection = self._connection
+        if thread != self._thread or connection is None:
+            connection = self._connection = connections[self._using]
+            self._thread = thread
         ticket = _CommitTicket(connection)
         # Only attributes are read here, never the database: this also runs on an
         # event loop (async views), where Django forbids connection I/O and where
@@ -165,7 +174,7 @@ class DjangoScope(Scope):
         if connection.in_atomic_block or (connection.connection is not None and not connection.autocommit):
             # Inside atomic(): Django stores it with the open savepoints. Manual
             # transaction management: Django raises TransactionManagementError.
-            transaction.on_commit(ticket, using=self._using, robust=True)
+            connection.on_commit(ticket, robust=True)
         else:
             ticket.state = _COMMITTED
         return ticket
