@@ -89,11 +89,7 @@ class Broker:
     def depth(self, queue: str) -> int:
         """How many messages wait in ``queue``, asked of the broker itself."""
         if self.name == "redis":
-            client = redis.Redis.from_url(REDIS_URL)
-            try:
-                return int(client.llen(REDIS_KEYPREFIX + queue))
-            finally:
-                client.close()
+            return redis_depth(queue)
         with self.app.connection_for_write() as connection:
             return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
 
@@ -112,10 +108,25 @@ class Broker:
         JOURNAL.wait_for(token, 1)
 
 
-def make_broker(name: str) -> Broker:
-    url = REDIS_URL if name == "redis" else RABBITMQ_URL
-    app = Celery(f"airlock_test_{name}", broker=url, set_as_current=False)
+def redis_depth(queue: str) -> int:
+    """LLEN of the queue's Redis lists (kombu keeps one list per priority step)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return sum(int(client.llen(key)) for key in redis_keys(queue))
+    finally:
+        client.close()
+
+
+def redis_keys(queue: str) -> list[str]:
+    # kombu's Redis transport: priority 0 is the queue's name, the others get a suffix.
+    name = REDIS_KEYPREFIX + queue
+    return [name] + [f"{name}\x06\x16{step}" for step in (3, 6, 9)]
+
+
+def configure_app(app: Celery, name: str) -> None:
+    """Point ``app`` at the ``redis`` or ``rabbitmq`` broker, with this module's queues."""
     app.conf.update(
+        broker_url=REDIS_URL if name == "redis" else RABBITMQ_URL,
         task_default_queue=DEFAULT_QUEUE,
         task_create_missing_queues=True,
         worker_prefetch_multiplier=1,
@@ -126,6 +137,11 @@ def make_broker(name: str) -> Broker:
         accept_content=["pickle", "json"],
         broker_transport_options={"global_keyprefix": REDIS_KEYPREFIX} if name == "redis" else {},
     )
+
+
+def make_broker(name: str) -> Broker:
+    app = Celery(f"airlock_test_{name}", set_as_current=False)
+    configure_app(app, name)
 
     @app.task(name="airlock_test.record", bind=True, shared=False)
     def record(self: Any, token: str, *args: Any, **kwargs: Any) -> None:
@@ -148,7 +164,8 @@ def make_broker(name: str) -> Broker:
             raise self.retry(countdown=0)
         if attempt == 0 and mode == "retry_nothrow":
             self.retry(countdown=0, throw=False)
-        JOURNAL.add(kind="body_done", token=token, attempt=attempt, headers=dict(self.request.headers or {}), at=time.time())
+        headers = dict(self.request.headers or {})
+        JOURNAL.add(kind="body_done", token=token, attempt=attempt, headers=headers, at=time.time())
         if mode == "raise":
             raise ValueError("the parent task failed on purpose")
 
@@ -165,20 +182,27 @@ def running_worker(name: str) -> Iterator[Broker]:
             connection.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
             connection.default_channel.queue_purge(queue)
     try:
-        with start_worker(
-            broker.app,
-            pool="solo",
-            concurrency=1,
-            perform_ping_check=False,
-            queues=[DEFAULT_QUEUE, ROUTED_QUEUE],
-            shutdown_timeout=15,
-            # The blocking loop: with the event loop, a solo pool on py-amqp can
-            # leave prefetched frames unnoticed in its buffer for seconds.
-            use_eventloop=False,
-        ):
+        with serving(broker.app, [DEFAULT_QUEUE, ROUTED_QUEUE]):
             yield broker
     finally:
         _clean(broker)
+
+
+@contextlib.contextmanager
+def serving(app: Celery, queues: list[str]) -> Iterator[None]:
+    """A real worker for ``app`` in a thread, consuming ``queues``."""
+    with start_worker(
+        app,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        queues=queues,
+        shutdown_timeout=15,
+        # The blocking loop: with the event loop, a solo pool on py-amqp can
+        # leave prefetched frames unnoticed in its buffer for seconds.
+        use_eventloop=False,
+    ):
+        yield
 
 
 def _clean(broker: Broker) -> None:

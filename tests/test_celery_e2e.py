@@ -12,7 +12,6 @@ from airlock.integrations.celery import CeleryShimWarning, shim
 from airlock.integrations.executors.celery import celery_executor
 from airlock.signals import intent_dispatched
 from tests.celery_support import (
-    DEFAULT_QUEUE,
     IDLE_QUEUE,
     JOURNAL,
     ROUTED_QUEUE,

@@ -80,9 +80,27 @@ def test_stamps_named_by_stamped_headers_are_accepted() -> None:
 
 
 def test_known_option_names_cover_celerys_documented_ones() -> None:
-    documented = {"countdown", "eta", "expires", "queue", "priority", "headers", "task_id", "link",
-                  "link_error", "shadow", "routing_key", "exchange", "serializer", "compression",
-                  "retry", "retry_policy", "time_limit", "soft_time_limit", "ignore_result"}
+    documented = {
+        "countdown",
+        "eta",
+        "expires",
+        "queue",
+        "priority",
+        "headers",
+        "task_id",
+        "link",
+        "link_error",
+        "shadow",
+        "routing_key",
+        "exchange",
+        "serializer",
+        "compression",
+        "retry",
+        "retry_policy",
+        "time_limit",
+        "soft_time_limit",
+        "ignore_result",
+    }
     assert documented <= CELERY_OPTIONS
     assert {"args", "kwargs", "task_type", "result_cls"}.isdisjoint(CELERY_OPTIONS)
 
@@ -130,7 +148,10 @@ def test_trace_context_is_merged_into_headers_and_user_headers_win(monkeypatch: 
     "module", ["airlock.integrations.executors.celery", "airlock.integrations.celery"], ids=["executor", "task"]
 )
 def test_import_without_celery_names_the_extra(module: str) -> None:
-    code = f"import sys; sys.modules['celery'] = None\ntry:\n    import {module}\nexcept ImportError as e:\n    print(e)"
+    # A None entry in sys.modules makes `import celery` fail, as if it were not installed.
+    code = (
+        f"import sys\nsys.modules['celery'] = None\ntry:\n    import {module}\nexcept ImportError as e:\n    print(e)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'airlock[celery]'" in out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from celery import Celery
@@ -41,7 +41,7 @@ def process_order(order_id: int, fail: bool = False) -> str:
 
 
 class MarkedScope(Scope):
-    opened: list[MarkedScope] = []
+    opened: ClassVar[list[MarkedScope]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
