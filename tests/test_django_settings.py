@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -118,3 +121,16 @@ def test_a_bad_setting_fails_at_start_up(settings):
     settings.AIRLOCK = {"EXECUTOR": "nowhere.at_all"}
     with pytest.raises(ImproperlyConfigured, match="EXECUTOR"):
         apps.get_app_config("airlock").ready()
+
+
+def test_without_django_the_import_names_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['django'] = None  # as if Django were not installed\n"
+        "try:\n"
+        "    import airlock.integrations.django\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "pip install 'airlock[django]'" in result.stdout
