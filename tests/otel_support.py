@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
+import airlock
 from airlock.integrations.opentelemetry import AirlockInstrumentor
 
 
@@ -66,3 +69,58 @@ def instrumented() -> Iterator[Telemetry]:
         instrumentor.uninstrument()
         meter_provider.shutdown()
         provider.shutdown()
+
+
+def wait_for_consumer(telemetry: Telemetry, trace_id: int, timeout: float = 15.0) -> ReadableSpan:
+    """Poll until a finished CONSUMER span of ``trace_id`` appears (the worker's run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for span in telemetry.spans:
+            if span.kind is SpanKind.CONSUMER and span.context.trace_id == trace_id:
+                return span
+        if time.monotonic() > deadline:
+            names = [(span.name, f"{span.context.trace_id:032x}") for span in telemetry.spans]
+            raise AssertionError(f"no consumer span in trace {trace_id:032x} after {timeout}s; spans: {names}")
+        time.sleep(0.02)
+
+
+def request_enqueuing(telemetry: Telemetry, executor: Any, task: Any, *args: Any) -> ReadableSpan:
+    """A server span whose scope enqueues ``task(*args)`` through ``executor``; returns the span."""
+    tracer = telemetry.tracer_provider.get_tracer("tests")
+    with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
+        with airlock.scope(executor=executor):
+            airlock.enqueue(task, *args)
+    return request  # type: ignore[return-value]
+
+
+def assert_worker_continued(telemetry: Telemetry, request: Any, *, system: str) -> ReadableSpan:
+    """The worker's run joined the request's trace, under airlock's dispatch span.
+
+    Returns the worker's consumer span. Exactly one consumer span and one airlock
+    dispatch span exist in the trace (no duplicates), and the worker's task-run
+    scope span hangs below the consumer span.
+    """
+    trace_id = request.get_span_context().trace_id
+    consumer = wait_for_consumer(telemetry, trace_id)
+    in_trace = [span for span in telemetry.spans if span.context.trace_id == trace_id]
+    sends = [span for span in in_trace if span.name.startswith("send ") and span.kind is SpanKind.PRODUCER]
+    consumers = [span for span in in_trace if span.kind is SpanKind.CONSUMER]
+    assert len(sends) == 1, [span.name for span in in_trace]
+    assert len(consumers) == 1, [span.name for span in in_trace]
+    (send,) = sends
+    assert send.attributes["messaging.system"] == system
+    assert ancestors(consumer, in_trace)[-1].name == "POST /orders"
+    assert send in ancestors(consumer, in_trace)
+    task_scopes = [s for s in in_trace if s.name == "airlock.scope" and s.parent.span_id == consumer.context.span_id]
+    assert len(task_scopes) == 1, "the worker's task-run scope runs inside the consumer span"
+    return consumer
+
+
+def ancestors(span: ReadableSpan, spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    """The chain of parents of ``span`` found in ``spans``, nearest first."""
+    by_id = {s.context.span_id: s for s in spans}
+    chain = []
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        chain.append(span)
+    return chain
