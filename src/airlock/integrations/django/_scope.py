@@ -135,9 +135,9 @@ class DjangoScope(Scope):
         self._using: str = using
         self._tickets: dict[int, _CommitTicket] = {}
         # Django's connections are per thread; remember the last thread's, since
-        # looking one up costs more than the rest of an enqueue.
-        self._thread = 0
-        self._connection: BaseDatabaseWrapper | None = None
+        # looking one up costs more than the rest of an enqueue. One tuple, read
+        # and replaced whole, so two threads enqueueing at once cannot mix them up.
+        self._connection: tuple[int, BaseDatabaseWrapper | None] = (0, None)
 
     @property
     def using(self) -> str:
@@ -162,11 +162,10 @@ class DjangoScope(Scope):
         return intent
 
     def _register(self) -> _CommitTicket:
-        thread = get_ident()
-        connection = self._connection
-        if thread != self._thread or connection is None:
-            connection = self._connection = connections[self._using]
-            self._thread = thread
+        thread, connection = self._connection
+        if thread != get_ident() or connection is None:
+            connection = connections[self._using]
+            self._connection = (get_ident(), connection)
         ticket = _CommitTicket(connection)
         # Only attributes are read here, never the database: this also runs on an
         # event loop (async views), where Django forbids connection I/O and where
