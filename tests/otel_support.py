@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,3 +125,23 @@ def ancestors(span: ReadableSpan, spans: list[ReadableSpan]) -> list[ReadableSpa
         span = by_id[span.parent.span_id]
         chain.append(span)
     return chain
+
+
+@dataclass
+class Hop:
+    """One request-to-worker journey: the token the task got and the spans it left."""
+
+    token: str
+    request: Any
+    consumer: ReadableSpan
+    send: ReadableSpan
+
+
+def send_through_worker(telemetry: Telemetry, executor: Any, task: Any, *, system: str) -> Hop:
+    """Enqueue ``task(token)`` in a traced request and wait until the worker's run joined it."""
+    token = uuid.uuid4().hex
+    request = request_enqueuing(telemetry, executor, task, token)
+    consumer = assert_worker_continued(telemetry, request, system=system)
+    trace_id = request.get_span_context().trace_id
+    send = next(s for s in telemetry.spans if s.name.startswith("send ") and s.context.trace_id == trace_id)
+    return Hop(token, request, consumer, send)

@@ -23,7 +23,7 @@ from airlock.integrations.celery import AirlockTask
 from airlock.integrations.executors.celery import celery_executor
 from tests.celery_support import RABBITMQ_URL, REDIS_URL, serving
 from tests.conftest import require_service
-from tests.otel_support import Telemetry, assert_worker_continued, instrumented, request_enqueuing
+from tests.otel_support import Telemetry, instrumented, send_through_worker
 
 pytestmark = pytest.mark.filterwarnings(
     # kombu's RabbitMQ transport still calls datetime.utcnow() on this Python.
@@ -88,14 +88,12 @@ def otel(request: pytest.FixtureRequest) -> Iterator[Telemetry]:
 
 
 def test_worker_run_joins_the_request_trace(worker: Any, otel: Telemetry) -> None:
-    token = uuid.uuid4().hex
-    request = request_enqueuing(otel, celery_executor, worker, token)
-    consumer = assert_worker_continued(otel, request, system="celery")
+    hop = send_through_worker(otel, celery_executor, worker, system="celery")
+    token, request, consumer, send = hop.token, hop.request, hop.consumer, hop.send
     trace_id = request.get_span_context().trace_id
     assert SEEN[token]["trace_id"] == trace_id  # the task body ran inside the trace
     assert "traceparent" in SEEN[token]["headers"]  # carried in the message's headers
     in_trace = [span for span in otel.spans if span.context.trace_id == trace_id]
-    send = next(span for span in in_trace if span.name == "send traced")
     if CeleryInstrumentor().is_instrumented_by_opentelemetry:
         # Celery's instrumentation owns the wire: its publish span sits under airlock's
         # dispatch span, and its run span is the worker's one consumer span.

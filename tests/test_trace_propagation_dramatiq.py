@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from airlock.integrations.dramatiq import TRACE_OPTION, AirlockMiddleware, dramatiq_executor
 from tests.conftest import require_service
-from tests.otel_support import Telemetry, assert_worker_continued, instrumented, request_enqueuing
+from tests.otel_support import Telemetry, instrumented, send_through_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -75,13 +75,11 @@ def otel() -> Iterator[Telemetry]:
 
 
 def test_worker_run_joins_the_request_trace(worker: Any, otel: Telemetry) -> None:
-    token = uuid.uuid4().hex
-    request = request_enqueuing(otel, dramatiq_executor, worker, token)
-    consumer = assert_worker_continued(otel, request, system="dramatiq")
+    hop = send_through_worker(otel, dramatiq_executor, worker, system="dramatiq")
+    token, request, consumer, send = hop.token, hop.request, hop.consumer, hop.send
     assert consumer.name == "process traced"
     assert consumer.attributes["messaging.system"] == "dramatiq"
     assert SEEN[token]["trace_id"] == request.get_span_context().trace_id
     assert "traceparent" in SEEN[token]["options"][TRACE_OPTION]
-    send = next(span for span in otel.spans if span.name == "send traced")
     assert consumer.parent.span_id == send.context.span_id
     assert send.attributes["messaging.message.id"]  # the Dramatiq message's id

@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from airlock.integrations.huey import airlock_task, huey_executor
 from tests.conftest import require_service
-from tests.otel_support import Telemetry, assert_worker_continued, instrumented, request_enqueuing
+from tests.otel_support import Telemetry, instrumented, send_through_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -65,12 +65,10 @@ def otel() -> Iterator[Telemetry]:
 
 
 def test_worker_run_joins_the_request_trace(worker: Any, otel: Telemetry) -> None:
-    token = uuid.uuid4().hex
-    request = request_enqueuing(otel, huey_executor, worker, token)
-    consumer = assert_worker_continued(otel, request, system="huey")
+    hop = send_through_worker(otel, huey_executor, worker, system="huey")
+    token, request, consumer, send = hop.token, hop.request, hop.consumer, hop.send
     assert consumer.name == "process traced"
     assert SEEN[token]["trace_id"] == request.get_span_context().trace_id
     assert SEEN[token]["kwargs"] == {}  # the carrier never reaches the task's own arguments
-    send = next(span for span in otel.spans if span.name == "send traced")
     assert consumer.parent.span_id == send.context.span_id
     assert send.attributes["messaging.message.id"]  # the Huey task's id
