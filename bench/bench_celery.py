@@ -11,6 +11,7 @@ into an empty list.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -55,27 +56,24 @@ def _purge() -> None:
         connection.default_channel.queue_purge(QUEUE)
 
 
-def _timed(fn: object, repeat: int) -> float:
-    def round_() -> None:
-        _purge()
-        fn()  # type: ignore[operator]
-
-    # The purge is part of every round, for every contender, so it cancels out of
-    # the ratio only approximately; time it alone and take it off.
-    return best_of(round_, repeat=repeat) - best_of(_purge, repeat=repeat)
+def _round(fn: Callable[[], None]) -> float:
+    """One timed round on an empty queue (the purge is not timed)."""
+    _purge()
+    return best_of(fn, repeat=1)
 
 
 def run(quick: bool) -> list[Figure]:
-    repeat = 3 if quick else 7
-    plain_delay()  # warm the connection pool, routes and serializers
-    through_airlock()
-    through_airlock_one_producer()
-    # Interleave the contenders so a noisy neighbour hurts them alike.
-    plain = executor = batched = float("inf")
-    for _ in range(2):
-        plain = min(plain, _timed(plain_delay, repeat))
-        executor = min(executor, _timed(through_airlock, repeat))
-        batched = min(batched, _timed(through_airlock_one_producer, repeat))
+    rounds = 5 if quick else 15
+    contenders = (plain_delay, through_airlock, through_airlock_one_producer)
+    for fn in contenders:  # warm the connection pool, routes and serializers
+        fn()
+    # Round-robin, one round of each at a time, so a noisy neighbour hurts them
+    # alike; the best round of each is the least disturbed estimate.
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(rounds):
+        for fn in contenders:
+            best[fn] = min(best[fn], _round(fn))
+    plain, executor, batched = (best[fn] for fn in contenders)
     _purge()
     per = 1e6 / N
     return [

@@ -172,3 +172,13 @@ def test_shim_leaves_calls_outside_a_scope_alone(broker: Broker) -> None:
         broker.record.apply_async((token,), queue=IDLE_QUEUE)  # no warning: filterwarnings=error
     assert broker.depth(IDLE_QUEUE) == 1
     broker.purge(IDLE_QUEUE)
+
+
+def test_retry_still_resends_the_task_with_the_shim_on(broker: Broker) -> None:
+    airlock.configure(executor=celery_executor)
+    token = new_token()
+    with shim():
+        broker.parent.delay(token, "retry")  # no scope here: straight to the broker
+        (child,) = JOURNAL.wait_for(token, 1)
+    assert child["args"] == ("child", 1)
+    assert [done["attempt"] for done in JOURNAL.of(token, "body_done")] == [1]

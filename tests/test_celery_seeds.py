@@ -12,6 +12,7 @@ import json
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -200,3 +201,24 @@ def test_celery_examples_run_as_written_against_redis_and_a_worker(redis_url: st
         client = redis.Redis.from_url(REDIS_URL)
         client.delete(*emails, *redis_keys(DEFAULT_QUEUE))
         client.close()
+
+
+def test_the_worked_example_of_the_celery_docs_publishes_both_messages(
+    redis_url: str, current_app_restored: None
+) -> None:
+    text = (Path(__file__).parents[1] / "docs" / "celery.md").read_text()
+    example = text.split("## A worked example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "docs_celery_worked_example"}
+    run_block(example, namespace)
+    app = namespace["app"]
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            sizes = {
+                q: channel.queue_declare(f"airlock-docs-{q}", passive=True).message_count for q in ("shop", "mail")
+            }
+        assert sizes == {"shop": 1, "mail": 1}
+    finally:
+        with app.connection_for_write() as connection:
+            for queue in ("shop", "mail"):
+                connection.default_channel.queue_delete(f"airlock-docs-{queue}")
