@@ -15,15 +15,17 @@ are shared out over its intents).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import structlog
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider
 
 import airlock
 from airlock.integrations import structlog as airlock_structlog
@@ -44,35 +46,37 @@ def intents(n: int) -> None:
             enqueue(task, i, key="v")
 
 
-def per_intent(fn: Callable[[], object], n: int, repeat: int, before: Callable[[], object]) -> float:
-    def run() -> None:
-        before()
-        fn()
-
-    return best_of(run, repeat=repeat) / n
-
-
 @contextmanager
-def sdk() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+def sdk(*, traces: bool = True, metrics: bool = True, logs: bool = True) -> Iterator[TracerProvider]:
+    """airlock observed by the SDK (and/or structlog to a null logger), undone after."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    structlog.configure(
-        processors=[structlog.processors.add_log_level],
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=True,
+    meter_provider: MeterProvider | NoOpMeterProvider = (
+        MeterProvider(metric_readers=[InMemoryMetricReader()]) if metrics else NoOpMeterProvider()
     )
-    airlock_structlog.instrument()
-    AirlockInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    if logs:
+        structlog.configure(
+            processors=[structlog.processors.add_log_level],
+            logger_factory=structlog.ReturnLoggerFactory(),
+            cache_logger_on_first_use=True,
+        )
+        airlock_structlog.instrument()
+    if traces or metrics:
+        AirlockInstrumentor().instrument(
+            tracer_provider=tracer_provider if traces else NoOpTracerProvider(),
+            meter_provider=meter_provider,
+        )
     try:
-        yield tracer_provider, exporter
+        yield tracer_provider
     finally:
         AirlockInstrumentor().uninstrument()
         airlock_structlog.uninstrument()
         structlog.reset_defaults()
-        meter_provider.shutdown()
+        if isinstance(meter_provider, MeterProvider):
+            meter_provider.shutdown()
         tracer_provider.shutdown()
+        exporter.clear()
 
 
 @contextmanager
@@ -91,20 +95,29 @@ def nothing_configured() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def bare_span(provider: TracerProvider, n: int, repeat: int) -> float:
+    """Seconds to create and end one span, nothing else, on ``provider``."""
+    tracer = provider.get_tracer("bench")
+
+    def spans() -> None:
+        for _ in range(n):
+            tracer.start_span("bare").end()
+
+    return best_of(spans, repeat=repeat) / n
+
+
+def per_intent(n: int, repeat: int) -> float:
+    return best_of(lambda: intents(n), repeat=repeat) / n
+
+
 def run(quick: bool) -> list[Figure]:
     repeat = 5 if quick else 25
     n = PER_SCOPE
     figures = []
 
-    with sdk() as (provider, exporter):
-        tracer = provider.get_tracer("bench")
-
-        def bare_spans() -> None:
-            for _ in range(n):
-                tracer.start_span("bare").end()
-
-        bare = per_intent(bare_spans, n, repeat, exporter.clear)
-        observed = per_intent(lambda: intents(n), n, repeat, exporter.clear)
+    with sdk() as provider:
+        bare = bare_span(provider, n, repeat)
+        observed = per_intent(n, repeat)
     figures.append(
         Figure(
             "per intent, structlog + OTel SDK on, vs one bare SDK span",
@@ -114,10 +127,19 @@ def run(quick: bool) -> list[Figure]:
             f"{observed * 1e6:.1f} us vs {bare * 1e6:.1f} us",
         )
     )
+    # Where the time goes, against the same bare span (no goal: for reading the one above).
+    for label, parts in (
+        ("  of which: OTel traces alone", {"metrics": False, "logs": False}),
+        ("  of which: OTel metrics alone", {"traces": False, "logs": False}),
+        ("  of which: structlog alone", {"traces": False, "metrics": False}),
+    ):
+        with sdk(**parts):
+            alone = per_intent(n, repeat)
+        figures.append(Figure(label, alone / bare, "-", None, f"{alone * 1e6:.1f} us"))
 
-    plain = per_intent(lambda: intents(n), n, repeat, lambda: None)
+    plain = per_intent(n, repeat)
     with nothing_configured():
-        noop = per_intent(lambda: intents(n), n, repeat, lambda: None)
+        noop = per_intent(n, repeat)
     figures.append(
         Figure(
             "per intent, both instrumented with nothing configured, vs off",

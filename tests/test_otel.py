@@ -435,3 +435,29 @@ def test_otlp_export_honours_the_standard_environment(monkeypatch):
     assert b"shop-web" in body
     assert b"send send_email" in body
     assert b"airlock.scope" in body
+
+
+def test_metrics_without_traces_still_count_per_scope():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.trace import NoOpTracerProvider
+
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrument(tracer_provider=NoOpTracerProvider(), meter_provider=meter_provider)
+    try:
+        with airlock.scope():
+            airlock.enqueue(send_email, 1)
+            airlock.enqueue(send_email, 2)
+            assert not trace.get_current_span().get_span_context().is_valid  # no scope span
+    finally:
+        uninstrument()
+        meter_provider.shutdown()
+    totals = {
+        metric.name: sum(point.value for point in metric.data.data_points)
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name != "airlock.intent.held"
+    }
+    assert totals == {"airlock.intents.enqueued": 2, "airlock.intents.dispatched": 2}

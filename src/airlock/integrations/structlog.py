@@ -75,6 +75,9 @@ class _LogSubscriber:
 
     def __init__(self, logger: Any, include_args: bool) -> None:
         self._logger = logger
+        # One lazy proxy, so structlog's cache_logger_on_first_use can take effect;
+        # until its first use it follows any later structlog.configure().
+        self._default_logger = structlog.get_logger("airlock")
         self._include_args = include_args
         # Release time per in-flight intent, so the deferral excludes the executor's own time.
         self._released: dict[int, int] = {}
@@ -110,7 +113,7 @@ class _LogSubscriber:
             )
             return
         if logger is None:
-            logger = structlog.get_logger("airlock")
+            logger = self._default_logger
         getattr(logger, _METHODS[level])(event, **fields)
 
     def _intent_fields(self, scope: Scope, intent: Intent) -> dict[str, Any]:

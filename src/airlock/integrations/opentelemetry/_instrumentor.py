@@ -159,6 +159,8 @@ class _Tracing:
     def scope_entered(self, scope: Scope) -> None:
         self.wake_if_recording()
         if not self.traces_on.is_on:
+            if self.metrics_on.is_on:  # a record without a span, for the per-scope counts
+                self.scopes[scope] = _ScopeRecord(trace.INVALID_SPAN, None)
             return
         attributes: dict[str, Any] = {
             "airlock.scope.id": scope.id,
@@ -379,7 +381,7 @@ def _detach_if_current(span: trace.Span, token: Any) -> None:
     ``contextvars`` context, would otherwise reset context the application attached
     since; leaving it alone is the lesser harm.
     """
-    if trace.get_current_span() is span:
+    if token is not None and trace.get_current_span() is span:
         otel_context.detach(token)
 
 
