@@ -209,16 +209,24 @@ def test_the_worked_example_of_the_celery_docs_publishes_both_messages(
     text = (Path(__file__).parents[1] / "docs" / "celery.md").read_text()
     example = text.split("## A worked example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {"__name__": "docs_celery_worked_example"}
-    run_block(example, namespace)
-    app = namespace["app"]
+    _delete_docs_queues()
     try:
-        with app.connection_for_write() as connection:
+        run_block(example, namespace)
+        with namespace["app"].connection_for_write() as connection:
             channel = connection.default_channel
             sizes = {
                 q: channel.queue_declare(f"airlock-docs-{q}", passive=True).message_count for q in ("shop", "mail")
             }
         assert sizes == {"shop": 1, "mail": 1}
     finally:
-        with app.connection_for_write() as connection:
-            for queue in ("shop", "mail"):
-                connection.default_channel.queue_delete(f"airlock-docs-{queue}")
+        _delete_docs_queues()
+
+
+def _delete_docs_queues() -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key for pattern in ("airlock-docs-*", "_kombu.binding.airlock-docs-*") for key in client.keys(pattern)]
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
