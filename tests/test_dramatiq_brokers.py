@@ -24,6 +24,7 @@ from dramatiq.middleware import CurrentMessage
 import airlock
 from airlock.integrations.dramatiq import AirlockMiddleware, dramatiq_executor
 from tests.conftest import require_service
+from tests.otel_support import instrumented, send_through_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -231,3 +232,10 @@ def test_a_retried_run_sends_its_follow_ups_once(rig: Rig) -> None:
     runs = rig.wait_for("flaky-child")
     assert [entry[1] for entry in runs] == [2], "only the successful second attempt may send"
     assert rig.attempts["flaky"] == 2
+
+
+def test_the_worker_run_joins_the_trace_of_the_enqueuing_request(rig: Rig) -> None:
+    with instrumented() as telemetry:
+        hop = send_through_worker(telemetry, dramatiq_executor, rig.record, system="dramatiq")
+        rig.wait_for(hop.token)
+    assert hop.consumer.attributes["messaging.system"] == "dramatiq"

@@ -24,6 +24,7 @@ from huey.api import Result
 import airlock
 from airlock.integrations.huey import airlock_task, huey_executor
 from tests.conftest import require_service
+from tests.otel_support import instrumented, send_through_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -229,3 +230,11 @@ def test_a_retried_run_sends_its_follow_ups_once(rig: Rig) -> None:
     runs = rig.wait_for("flaky-child")
     assert [entry[1] for entry in runs] == [2], "only the successful second attempt may send"
     assert rig.attempts["flaky"] == 2
+
+
+def test_the_worker_run_joins_the_trace_of_the_enqueuing_request(rig: Rig) -> None:
+    with instrumented() as telemetry:
+        hop = send_through_worker(telemetry, huey_executor, rig.record, system="huey")
+        rig.wait_for(hop.token)
+    # record() takes no **kwargs: it ran, so the carrier never reached its arguments.
+    assert hop.consumer.attributes["messaging.system"] == "huey"
