@@ -12,7 +12,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from airlock import _context
+from airlock import __version__, _context
 from airlock._intent import Intent
 from airlock._scope import Scope
 from airlock.integrations._observe import (
@@ -27,7 +27,6 @@ from airlock.integrations._observe import (
 __all__ = ["AirlockInstrumentor", "instrument", "uninstrument"]
 
 _NAME = "airlock"
-_VERSION = "0.1.0"
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
 
 # Span names: low cardinality, following "{operation} {destination}" for messaging spans.
@@ -88,6 +87,8 @@ class _Switch:
 
 
 def _is_api_default(provider: object) -> bool:
+    # Every provider the API package defines (proxy, no-op, default) is a no-op;
+    # real ones come from an SDK, whatever its name.
     return type(provider).__module__.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
 
 
@@ -99,12 +100,12 @@ class _Tracing:
         tracer_provider: trace.TracerProvider | None,
         meter_provider: metrics.MeterProvider | None,
     ) -> None:
-        self.tracer = trace.get_tracer(_NAME, _VERSION, tracer_provider, schema_url=_SCHEMA_URL)
+        self.tracer = trace.get_tracer(_NAME, __version__, tracer_provider, schema_url=_SCHEMA_URL)
         self.traces_on = _Switch(tracer_provider, trace.get_tracer_provider)
         self.metrics_on = _Switch(meter_provider, metrics.get_meter_provider)
         self.scopes: weakref.WeakKeyDictionary[Scope, _ScopeRecord] = weakref.WeakKeyDictionary()
         self.dispatches: dict[int, _Dispatch] = {}
-        meter = metrics.get_meter(_NAME, _VERSION, meter_provider, schema_url=_SCHEMA_URL)
+        meter = metrics.get_meter(_NAME, __version__, meter_provider, schema_url=_SCHEMA_URL)
         unit = "{intent}"
         self.enqueued = meter.create_counter("airlock.intents.enqueued", unit, "Intents accepted into a scope's buffer")
         self.dispatched = meter.create_counter("airlock.intents.dispatched", unit, "Intents an executor accepted")
