@@ -3,6 +3,7 @@
 Figures (issue 5's goals):
 - both subscribers on (structlog to a null logger, the OTel SDK with an in-memory span
   exporter and an in-memory metric reader), per intent, vs one bare SDK span   <= 2x
+  (for reading it: the same telemetry written by hand, and each bridge alone, no goal)
 - both instrumented but nothing configured (the no-op OTel API, structlog not configured,
   so events go to a stdlib ``airlock`` logger that is not enabled), per intent, vs the
   same intents uninstrumented                                                   <= 1.5x
@@ -15,10 +16,13 @@ are shared out over its intents).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -106,6 +110,48 @@ def bare_span(provider: TracerProvider, n: int, repeat: int) -> float:
     return best_of(spans, repeat=repeat) / n
 
 
+def by_hand(provider: TracerProvider, meter_provider: MeterProvider, n: int, repeat: int) -> float:
+    """Seconds per intent for the same telemetry written by hand around a plain list.
+
+    What an application would write itself: an event and a debug log at enqueue;
+    at dispatch a PRODUCER span with the same attributes and link, made current,
+    then a histogram measurement and an info log. No airlock at all.
+    """
+    tracer = provider.get_tracer("bench")
+    held = meter_provider.get_meter("bench").create_histogram("held", "ms")
+    log = structlog.get_logger("bench")
+
+    def unit_of_work() -> None:
+        with tracer.start_as_current_span("scope") as scope_span:
+            buffer = []
+            for i in range(n):
+                buffer.append((task, (i,), {"key": "v"}, time.time_ns()))
+                scope_span.add_event("enqueue", {"id": f"{i:016x}", "name": "task"})
+                log.debug("enqueued", id=i, name="task", origin=None, scope="s")
+            enqueued_in = trace.set_span_in_context(scope_span)
+            link = [trace.Link(scope_span.get_span_context())]
+            for fn, args, kwargs, stamp in buffer:
+                now = time.time_ns()
+                attributes = {
+                    "messaging.system": "sync",
+                    "messaging.operation.type": "send",
+                    "messaging.operation.name": "send",
+                    "messaging.destination.name": "task",
+                    "airlock.intent.id": f"{stamp:016x}",
+                    "airlock.intent.name": "task",
+                    "airlock.intent.held_ms": (now - stamp) / 1e6,
+                }
+                span = tracer.start_span("send task", enqueued_in, trace.SpanKind.PRODUCER, attributes, link, now)
+                token = otel_context.attach(trace.set_span_in_context(span, enqueued_in))
+                fn(*args, **kwargs)
+                otel_context.detach(token)
+                span.end()
+                held.record((now - stamp) / 1e6, {"name": "task", "system": "sync"})
+                log.info("dispatched", id=stamp, name="task", origin=None, scope="s", deferral_ms=0.0)
+
+    return best_of(unit_of_work, repeat=repeat) / n
+
+
 def per_intent(n: int, repeat: int) -> float:
     return best_of(lambda: intents(n), repeat=repeat) / n
 
@@ -118,6 +164,9 @@ def run(quick: bool) -> list[Figure]:
     with sdk() as provider:
         bare = bare_span(provider, n, repeat)
         observed = per_intent(n, repeat)
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        hand_written = by_hand(provider, meter_provider, n, repeat)
+        meter_provider.shutdown()
     figures.append(
         Figure(
             "per intent, structlog + OTel SDK on, vs one bare SDK span",
@@ -125,6 +174,15 @@ def run(quick: bool) -> list[Figure]:
             "<= 2x",
             observed / bare <= 2,
             f"{observed * 1e6:.1f} us vs {bare * 1e6:.1f} us",
+        )
+    )
+    figures.append(
+        Figure(
+            "per intent, the same, vs the same telemetry written by hand",
+            observed / hand_written,
+            "-",
+            None,
+            f"{observed * 1e6:.1f} us vs {hand_written * 1e6:.1f} us",
         )
     )
     # Where the time goes, against the same bare span (no goal: for reading the one above).
