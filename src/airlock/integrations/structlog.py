@@ -175,6 +175,8 @@ class _LogSubscriber:
             fields = self._finished(scope, intent, "dispatched")
             fields["message_id"] = message_id(messaging_system(executor_of(scope)), result)
             self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
+        else:
+            self._released.pop(id(intent), None)
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
         if self._is_enabled(logging.ERROR):
