@@ -179,6 +179,10 @@ def task_name(task: Callable[..., Any]) -> str:
     value = getattr(task, "__name__", None)
     if isinstance(value, str):
         return value
+    # A Huey TaskWrapper has neither: its name is that of the task class it registers.
+    value = getattr(getattr(task, "task_class", None), "__name__", None)
+    if isinstance(value, str):
+        return value
     return type(task).__name__
 
 
