@@ -22,8 +22,11 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/python -m demo
 
+# The whole suite on PostgreSQL, then the Django tests again on SQLite (what a user
+# without a database server has).
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+	AIRLOCK_TEST_DB=sqlite $(BIN)/python -m pytest -q tests/test_django_*.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench

@@ -23,6 +23,16 @@ class NamedTask:
         return args
 
 
+class HueyLikeWrapper:
+    """Stands in for Huey's TaskWrapper: ``name`` is None, the task class carries the name."""
+
+    name = None
+    task_class = type("remind", (), {})  # Huey names the generated class after the function
+
+    def __call__(self):
+        return None
+
+
 class Actor:
     """Stands in for a Dramatiq actor: it carries ``actor_name``."""
 
@@ -91,10 +101,11 @@ def test_task_keyword_named_task_reaches_the_task():
         (send_email, {}, "send_email"),
         (NamedTask(), {}, "notify_warehouse"),
         (Actor(), {}, "rebuild_index"),
+        (HueyLikeWrapper(), {}, "remind"),
         (send_email, {"_name": "custom"}, "custom"),
         (print, {}, "print"),
     ],
-    ids=["function", "dotted-name", "actor-name", "explicit", "builtin"],
+    ids=["function", "dotted-name", "actor-name", "huey-task-class", "explicit", "builtin"],
 )
 def test_intent_name(task, kwargs, expected):
     with airlock.scope(airlock.DropAll()):
