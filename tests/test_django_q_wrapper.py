@@ -19,7 +19,7 @@ from django_q.signals import pre_execute
 
 import airlock
 from airlock._context import hooks
-from airlock.integrations.django_q import TRACE_KEY, airlock_task, call_task
+from airlock.integrations.django_q import TRACE_KEY, _running, airlock_task, call_task
 from airlock.integrations.executors.django_q import django_q_executor
 from tests.conftest import require_service
 from tests.django_q_support import tasks
@@ -45,6 +45,13 @@ def fails(n: int) -> None:
 def drops(n: int) -> str:
     airlock.enqueue(follow_up, n)
     return "done"
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_running_package():
+    """pre_execute receivers note the package in this thread's context; clear it after each test."""
+    yield
+    _running.set(None)
 
 
 @pytest.fixture
