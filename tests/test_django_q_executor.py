@@ -6,6 +6,7 @@ package django-q2 stored in its ``OrmQ`` table.
 
 from __future__ import annotations
 
+import copy
 import operator
 import pickle
 import subprocess
@@ -73,10 +74,13 @@ def test_queues_the_function_and_returns_the_task_id(queue):
     ids=["group", "timeout", "hook", "task_name", "save-ack_failure", "q_options"],
 )  # fmt: skip
 def test_dispatch_options_become_package_fields(queue, options, expected):
-    flush(record, 1, _dispatch_options=options)
+    before = copy.deepcopy(options)
+    with airlock.scope(executor=django_q_executor):
+        intent = airlock.enqueue(record, 1, _dispatch_options=options)
     [package] = packages()
     assert {key: package.get(key) for key in expected} == expected
     assert package["kwargs"] == {}
+    assert intent.dispatch_options == before  # async_task pops from q_options, not from the intent's
 
 
 @pytest.mark.parametrize(

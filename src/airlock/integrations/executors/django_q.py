@@ -87,6 +87,9 @@ def django_q_executor(intent: Intent) -> Any:
     options = intent.dispatch_options or {}
     if options:
         _check_options(options, intent)
+        if "q_options" in options:
+            # async_task pops task_name out of q_options: give it a copy, not the intent's.
+            options = {**options, "q_options": dict(options["q_options"])}
     args = intent.args
     kwargs = intent.kwargs
     if not kwargs.keys().isdisjoint(RESERVED_KWARGS):
