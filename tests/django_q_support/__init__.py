@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 T = TypeVar("T")
 
@@ -57,13 +57,18 @@ class Worker:
                 self.process.wait(timeout=5)
 
 
-def wait_for(probe: Callable[[], T], *, timeout: float = 20.0, what: str, worker: Any = None) -> T:
+def wait_for(probe: Callable[[], T], *, timeout: float = 20.0, what: str, worker: Worker | None = None) -> T:
     """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
+        if worker is not None and worker.process.poll() is not None:
+            raise AssertionError(
+                f"the qcluster exited ({worker.process.returncode}) while waiting for {what}"
+                f"\n--- worker output ---\n{worker.output()}"
+            )
         if time.monotonic() > deadline:
             detail = f"\n--- worker output ---\n{worker.output()}" if worker is not None else ""
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
