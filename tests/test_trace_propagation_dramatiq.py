@@ -62,6 +62,7 @@ def worker(request: pytest.FixtureRequest) -> Iterator[Any]:
             if keys:
                 client.delete(*keys)
             client.close()
+            broker.client.connection_pool.disconnect()  # RedisBroker.close() leaves it open
         else:
             for suffix in ("", ".DQ", ".XQ"):
                 broker.channel.queue_delete(QUEUE + suffix)

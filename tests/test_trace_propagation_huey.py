@@ -56,6 +56,8 @@ def worker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         consumer.stop(graceful=True)
         huey.flush()
         huey.storage.close()
+        if request.param == "redis":
+            huey.storage.pool.disconnect()  # RedisStorage.close() leaves the pool open
 
 
 @pytest.fixture
