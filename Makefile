@@ -11,15 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.core: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[django,otel]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@ $(VENV)/.core
+	touch $@ $(VENV)/.demo
 
-demo: $(VENV)/.core
+demo: $(VENV)/.demo
 	$(BIN)/python -m demo
 
 # The whole suite on PostgreSQL, then the Django tests again on SQLite (what a user
