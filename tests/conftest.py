@@ -19,6 +19,14 @@ SERVICES = {
 }
 
 
+def pytest_report_header(config):
+    from tests.djangoproject import settings
+
+    if settings.ENGINE == "sqlite" and not os.environ.get("AIRLOCK_TEST_DB"):
+        return "airlock: PostgreSQL is not reachable on 127.0.0.1:5432, so the Django tests run on SQLite"
+    return f"airlock: Django tests run on {settings.ENGINE}"
+
+
 def require_service(name: str) -> None:
     """Skip (or, under CI=true, fail) the calling test when a service is not reachable."""
     host, port = SERVICES[name]
