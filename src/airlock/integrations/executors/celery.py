@@ -9,7 +9,6 @@ turning into a message property nobody reads.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,7 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
+from airlock.integrations.executors._options import reject_unknown_options
 
 __all__ = ["CELERY_OPTIONS", "celery_executor", "publishing"]
 
@@ -161,21 +161,17 @@ def _with_trace_headers(options: Mapping[str, Any] | None) -> Mapping[str, Any] 
 
 
 def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
-    unknown = options.keys() - CELERY_OPTIONS
-    if not unknown:
+    if not options.keys() - CELERY_OPTIONS:
         return
     # Stamps (Celery's canvas stamping) are named by the ``stamped_headers`` option.
-    unknown -= set(options.get("stamped_headers") or ())
-    if not unknown:
-        return
-    hints = []
-    for name in sorted(unknown):
-        close = difflib.get_close_matches(name, CELERY_OPTIONS, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise TypeError(
-        f"celery_executor: unknown _dispatch_options {', '.join(hints)} for {intent.name}; "
+    stamps = set(options.get("stamped_headers") or ())
+    reject_unknown_options(
+        "celery_executor",
+        {name: value for name, value in options.items() if name not in stamps},
+        CELERY_OPTIONS,
+        intent.name,
         "Celery's apply_async takes countdown, eta, expires, queue, priority, headers, ... "
-        "(see airlock.integrations.executors.celery.CELERY_OPTIONS)"
+        "(see airlock.integrations.executors.celery.CELERY_OPTIONS)",
     )
 
 
