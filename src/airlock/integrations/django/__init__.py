@@ -16,13 +16,14 @@ except ImportError as error:  # pragma: no cover - exercised only without Django
 
 from airlock.integrations.django._commands import AirlockCommand, command_scope
 from airlock.integrations.django._middleware import AirlockMiddleware
-from airlock.integrations.django._scope import DjangoScope
+from airlock.integrations.django._scope import DjangoScope, TransactionRolledBack
 from airlock.integrations.django._settings import configure_from_settings
 
 __all__ = [
     "AirlockCommand",
     "AirlockMiddleware",
     "DjangoScope",
+    "TransactionRolledBack",
     "command_scope",
     "configure_from_settings",
 ]

@@ -16,8 +16,13 @@ things, whichever comes first:
 - the scope flushed while the transaction is still open: it is released when
   Django calls it on commit;
 - its savepoint or transaction rolled back: Django forgot the callback, which
-  the flush sees (the ticket is neither called nor still registered), so the
-  intent is never released.
+  the flush sees (the ticket is neither called nor still registered). The flush
+  then drops the intent as a policy would, before anything is planned, so it is
+  reported on ``intent_dropped`` with :class:`TransactionRolledBack` and is not
+  among the intents the flush returns.
+
+A rollback *after* the flush (the ticket is scheduled) cannot be reported:
+Django has no rollback hook, and simply never calls the ticket.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from threading import get_ident
-from typing import Any
+from typing import Any, final
 
 from django.db import connections, router  # type: ignore[import-untyped]  # Django ships no type hints
 from django.db.backends.base.base import BaseDatabaseWrapper  # type: ignore[import-untyped]
@@ -33,7 +38,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper  # type: ignore[imp
 from airlock import Intent, Scope
 from airlock.typing import Policy
 
-__all__ = ["DjangoScope"]
+__all__ = ["DjangoScope", "TransactionRolledBack"]
 
 _log = logging.getLogger("airlock.integrations.django")
 
@@ -41,6 +46,39 @@ _WAITING = "waiting"  # registered, neither committed nor flushed yet
 _COMMITTED = "committed"  # the transaction committed before the scope flushed
 _SCHEDULED = "scheduled"  # flushed; goes out when Django calls it on commit
 _RELEASED = "released"
+
+
+@final
+class TransactionRolledBack:
+    """Why a ``DjangoScope`` dropped an intent: its savepoint or transaction rolled back.
+
+    It is not a policy you set on a scope. A ``DjangoScope`` gives it as the
+    ``policy`` of :data:`airlock.signals.intent_dropped` when, at flush, an
+    intent's transaction (or the savepoint around its enqueue) has already
+    rolled back, so observers see why the intent never went, under the name
+    ``TransactionRolledBack``. Like any policy it has ``on_enqueue`` and
+    ``allows``; ``allows`` is always ``False``.
+
+    Args:
+        using: The database alias whose transaction rolled back.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("using",)
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+
+    def on_enqueue(self, intent: Intent) -> None:
+        """Accept every intent: the rollback is only known later."""
+
+    def allows(self, intent: Intent) -> bool:
+        """Never: the data the intent was about was rolled back."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"TransactionRolledBack(using={self.using!r})"
 
 
 class _CommitTicket:
@@ -134,6 +172,11 @@ class DjangoScope(Scope):
             )
         self._using: str = using
         self._tickets: dict[int, _CommitTicket] = {}
+        # The core runs _judge at flush only when _judges is set (a policy that may
+        # refuse). A rollback may refuse too, so _register and _take set _judges once
+        # a ticket waits on a transaction; autocommit flushes skip the look-up.
+        # _policy_judges remembers whether the policy itself has a say.
+        self._policy_judges = self._judges
         # Django's connections are per thread; remember the last thread's, since
         # looking one up costs more than the rest of an enqueue. One tuple, read
         # and replaced whole, so two threads enqueueing at once cannot mix them up.
@@ -174,6 +217,7 @@ class DjangoScope(Scope):
             # Inside atomic(): Django stores it with the open savepoints. Manual
             # transaction management: Django raises TransactionManagementError.
             connection.on_commit(ticket, robust=True)
+            self._judges = True  # it may roll back before the flush: see _judge
         else:
             ticket.state = _COMMITTED
         return ticket
@@ -186,12 +230,59 @@ class DjangoScope(Scope):
                 ticket = tickets.pop(id(intent), None)
                 if ticket is not None:
                     self._tickets[id(intent)] = ticket
+                    if ticket.state is _WAITING:
+                        self._judges = True
         super()._take(intents, child)
 
+    def _judge(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:
+        # Rolled back first: no policy is asked about an intent that cannot go.
+        kept, dropped = self._drop_rolled_back(intents)
+        if self._policy_judges or self._has_local_policies:
+            # With AllowAll and only local policies, the core also asks AllowAll,
+            # which says yes: harmless.
+            kept, refused = super()._judge(kept)
+            if dropped and refused:
+                # Report in enqueue order, as the core does.
+                position = {id(intent): n for n, intent in enumerate(intents)}
+                dropped = sorted(dropped + refused, key=lambda pair: position[id(pair[0])])
+            else:
+                dropped = dropped or refused
+        return kept, dropped
+
+    def _drop_rolled_back(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:
+        """Split off the intents whose savepoint or transaction Django rolled back."""
+        tickets = self._tickets
+        registered: dict[int, tuple[set[int], TransactionRolledBack]] = {}
+        kept: list[Intent] = []
+        dropped: list[tuple[Intent, Policy]] = []
+        for intent in intents:
+            ticket = tickets.get(id(intent))
+            if ticket is None or ticket.state is not _WAITING:
+                kept.append(intent)
+                continue
+            connection = ticket.connection
+            known = registered.get(id(connection))
+            if known is None:
+                callbacks = {id(entry[1]) for entry in connection.run_on_commit}
+                known = registered[id(connection)] = (callbacks, TransactionRolledBack(connection.alias))
+            if ticket.is_forgotten(known[0]):
+                _log.info(
+                    "airlock: %s dropped: its savepoint or transaction on database %r rolled back "
+                    "before the scope flushed",
+                    intent,
+                    connection.alias,
+                )
+                dropped.append((intent, known[1]))
+            else:
+                kept.append(intent)
+        return kept, dropped
+
     def schedule_dispatch(self, intents: list[Intent]) -> None:
-        """Release committed intents now; the others when Django calls them on commit."""
+        """Release committed intents now; the others when Django calls them on commit.
+
+        The rolled-back ones were already dropped (see :meth:`_judge`).
+        """
         tickets, self._tickets = self._tickets, {}
-        registered: dict[int, set[int]] = {}
         now: list[_CommitTicket] = []
         for intent in intents:
             ticket = tickets.get(id(intent))
@@ -207,12 +298,6 @@ class DjangoScope(Scope):
                 continue
             if ticket.state is _COMMITTED:
                 now.append(ticket)
-                continue
-            connection = ticket.connection
-            if id(connection) not in registered:
-                registered[id(connection)] = {id(entry[1]) for entry in connection.run_on_commit}
-            if ticket.is_forgotten(registered[id(connection)]):
-                _log.debug("airlock: %s dropped, its savepoint or transaction rolled back", intent)
             else:
                 ticket.state = _SCHEDULED
         for ticket in now:
