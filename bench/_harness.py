@@ -27,17 +27,26 @@ class Figure:
     unit: str = "x"
 
 
-def best_of(fn: Callable[[], object], *, repeat: int = 7, number: int = 1) -> float:
+def best_of(
+    fn: Callable[[], object],
+    *,
+    repeat: int = 7,
+    number: int = 1,
+    setup: Callable[[], object] | None = None,
+) -> float:
     """The fastest of ``repeat`` timings of ``number`` calls, in seconds per call.
 
     The minimum is the least noisy estimate on a shared machine; the garbage
-    collector is paused while timing, as ``timeit`` does.
+    collector is paused while timing, as ``timeit`` does. ``setup`` runs before
+    each timing, untimed.
     """
     best = float("inf")
     enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeat):
+            if setup is not None:
+                setup()
             start = time.perf_counter()
             for _ in range(number):
                 fn()

@@ -283,6 +283,16 @@ def test_counters_and_held_histogram(otel):
     assert dropped.attributes == {"airlock.intent.name": "notify", "airlock.policy": "BlockTasks"}
 
 
+def test_held_time_exemplars_point_at_the_dispatch_span(otel):
+    with airlock.scope():
+        airlock.enqueue(send_email, 1)
+    send = otel.one("send send_email")
+    (held,) = otel.metric_points()["airlock.intent.held"]
+    assert [(e.trace_id, e.span_id) for e in held.exemplars] == [
+        (send.context.trace_id, send.context.span_id)
+    ]
+
+
 # -- switching on and off -------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from airlock._intent import Intent
     from airlock._scope import Scope
 
-__all__ = ["Receivers", "error_text", "executor_of", "held_ms", "message_id", "messaging_system"]
+__all__ = ["Receivers", "error_text", "executor_of", "held_ms", "message_id", "messaging_system", "system_of"]
 
 _EXECUTORS_PACKAGE = "airlock.integrations.executors."
 _ID_ATTRIBUTES = ("message_id", "id", "task_id")
@@ -64,6 +64,28 @@ class Receivers:
 def executor_of(scope: Scope) -> Callable[[Intent], Any]:
     """The executor that will send the scope's intents (a test override wins, as in the core)."""
     return _context.hooks.executor_override or scope.executor
+
+
+# Executor -> its messaging system. Executors are few and long-lived, and working the
+# name out costs a few getattr calls per intent; a cap keeps a stream of new ones bounded.
+_systems: dict[Any, str] = {}
+_SYSTEMS_CAP = 256
+
+
+def system_of(scope: Scope) -> str:
+    """``messaging_system(executor_of(scope))``, remembered per executor."""
+    executor = _context.hooks.executor_override or scope.executor
+    try:
+        return _systems[executor]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable executor
+        return messaging_system(executor)
+    system = messaging_system(executor)
+    if len(_systems) >= _SYSTEMS_CAP:
+        _systems.clear()
+    _systems[executor] = system
+    return system
 
 
 def messaging_system(executor: Callable[..., Any]) -> str:

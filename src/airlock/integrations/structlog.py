@@ -34,10 +34,9 @@ from airlock._scope import Scope
 from airlock.integrations._observe import (
     Receivers,
     error_text,
-    executor_of,
     held_ms,
     message_id,
-    messaging_system,
+    system_of,
 )
 
 __all__ = ["EVENTS", "instrument", "is_instrumented", "uninstrument"]
@@ -53,6 +52,9 @@ EVENTS: dict[str, str] = {
     "scope_discarded": "airlock.scope.discarded",
 }
 """Signal name -> the event name it is logged under. These names are stable."""
+
+_ENQUEUED = EVENTS["intent_enqueued"]
+_DISPATCHED = EVENTS["intent_dispatched"]
 
 _stdlib_logger = logging.getLogger("airlock")
 _METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
@@ -98,6 +100,14 @@ class _LogSubscriber:
         """
         return self._logger is not None or structlog.is_configured() or _stdlib_logger.isEnabledFor(level)
 
+    def _structlog(self) -> Any:
+        """The structlog logger to write to, or None when events go to the stdlib fallback."""
+        if self._logger is not None:
+            return self._logger
+        if structlog.is_configured():
+            return self._default_logger.bind()  # the cached logger, if structlog caches
+        return None
+
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
         logger = self._logger
         if logger is None and not structlog.is_configured():
@@ -140,9 +150,23 @@ class _LogSubscriber:
                 {"scope_id": scope.id, "parent_scope_id": None if parent is None else parent.id},
             )
 
+    # The three per-intent receivers write straight to a structlog logger, without
+    # building a dict of fields first; the other receivers, and the stdlib fallback,
+    # go through _log.
+
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        if self._is_enabled(logging.DEBUG):
-            self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
+        log = self._structlog()
+        if log is None or self._include_args:
+            if self._is_enabled(logging.DEBUG):
+                self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
+            return
+        log.debug(
+            _ENQUEUED,
+            scope_id=scope.id,
+            intent_id=intent.id,
+            intent_name=intent.name,
+            origin=intent.origin,
+        )
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
         if self._is_enabled(logging.DEBUG):
@@ -171,12 +195,26 @@ class _LogSubscriber:
         return fields
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
-        if self._is_enabled(logging.INFO):
-            fields = self._finished(scope, intent, "dispatched")
-            fields["message_id"] = message_id(messaging_system(executor_of(scope)), result)
-            self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
-        else:
-            self._released.pop(id(intent), None)
+        log = self._structlog()
+        if log is None or self._include_args:
+            if self._is_enabled(logging.INFO):
+                fields = self._finished(scope, intent, "dispatched")
+                fields["message_id"] = message_id(system_of(scope), result)
+                self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
+            else:
+                self._released.pop(id(intent), None)
+            return
+        released = self._released.pop(id(intent), None) or time_ns()
+        log.info(
+            _DISPATCHED,
+            scope_id=scope.id,
+            intent_id=intent.id,
+            intent_name=intent.name,
+            origin=intent.origin,
+            outcome="dispatched",
+            deferral_ms=round(held_ms(intent, released), 3),
+            message_id=message_id(system_of(scope), result),
+        )
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
         if self._is_enabled(logging.ERROR):

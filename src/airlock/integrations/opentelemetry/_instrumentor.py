@@ -18,10 +18,8 @@ from airlock._scope import Scope
 from airlock.integrations._observe import (
     Receivers,
     error_text,
-    executor_of,
-    held_ms,
     message_id,
-    messaging_system,
+    system_of,
 )
 
 __all__ = ["AirlockInstrumentor", "instrument", "uninstrument"]
@@ -42,11 +40,12 @@ class _ScopeRecord:
     scope instead of one per intent.
     """
 
-    __slots__ = ("dispatched", "dropped", "enqueued", "span", "token")
+    __slots__ = ("dispatched", "dropped", "enqueued", "recording", "span", "token")
 
     def __init__(self, span: trace.Span, token: object) -> None:
         self.span = span
         self.token = token
+        self.recording = span.is_recording()  # fixed at the span's start by the sampler
         self.enqueued: dict[str, int] = {}
         self.dispatched: dict[tuple[str, str], int] = {}
         self.dropped = 0
@@ -55,13 +54,16 @@ class _ScopeRecord:
 class _Dispatch:
     """A dispatch span that is open while the executor runs."""
 
-    __slots__ = ("released_ns", "span", "system", "token")
+    __slots__ = ("record", "released_ns", "span", "system", "token")
 
-    def __init__(self, span: trace.Span, token: object, system: str, released_ns: int) -> None:
+    def __init__(
+        self, span: trace.Span, token: object, system: str, released_ns: int, record: _ScopeRecord | None
+    ) -> None:
         self.span = span
         self.token = token
         self.system = system
         self.released_ns = released_ns
+        self.record = record
 
 
 class _Switch:
@@ -105,6 +107,10 @@ class _Tracing:
         self.metrics_on = _Switch(meter_provider, metrics.get_meter_provider)
         self.scopes: weakref.WeakKeyDictionary[Scope, _ScopeRecord] = weakref.WeakKeyDictionary()
         self.dispatches: dict[int, _Dispatch] = {}
+        self._last: tuple[Scope | None, _ScopeRecord | None] = (None, None)
+        self._last_links: tuple[object, list[Link] | None] = (object(), None)
+        # (name, system) -> the attributes of its measurements, built once; the SDK only reads them.
+        self._held_attributes: dict[tuple[str, str], dict[str, str]] = {}
         meter = metrics.get_meter(_NAME, __version__, meter_provider, schema_url=_SCHEMA_URL)
         unit = "{intent}"
         self.enqueued = meter.create_counter("airlock.intents.enqueued", unit, "Intents accepted into a scope's buffer")
@@ -175,23 +181,32 @@ class _Tracing:
         token = otel_context.attach(trace.set_span_in_context(span))
         self.scopes[scope] = _ScopeRecord(span, token)
 
-    def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        if not (self.traces_on.is_on or self.metrics_on.is_on):
-            return
-        name = intent.name
+    def _record(self, scope: Scope) -> _ScopeRecord | None:
+        # Per-intent events come in runs from the same scope: remember the last one
+        # (one tuple, read and replaced whole, so threads cannot mix it up).
+        last = self._last
+        if last[0] is scope:
+            return last[1]
         record = self.scopes.get(scope)
+        if record is not None:
+            self._last = (scope, record)
+        return record
+
+    def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
+        record = self._record(scope)
         if record is None:
             if self.metrics_on.is_on:
-                self.enqueued.add(1, {"airlock.intent.name": name})
+                self.enqueued.add(1, {"airlock.intent.name": intent.name})
             return
-        record.enqueued[name] = record.enqueued.get(name, 0) + 1
-        span = record.span
-        if span.is_recording():
+        name = intent.name
+        enqueued = record.enqueued
+        enqueued[name] = enqueued.get(name, 0) + 1
+        if record.recording:
             attributes = {"airlock.intent.id": intent.id, "airlock.intent.name": name}
             origin = intent.origin
             if origin is not None:
                 attributes["airlock.intent.origin"] = str(origin)
-            span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
+            record.span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
         record = self.scopes.get(scope)
@@ -223,7 +238,7 @@ class _Tracing:
             self.dropped.add(1, {"airlock.intent.name": intent.name, "airlock.policy": policy_name})
 
     def scope_flushed(self, scope: Scope, *, intents: list[Intent]) -> None:
-        record = self.scopes.pop(scope, None)
+        record = self._forget(scope)
         if record is not None:
             self._end_scope(record, "flushed", len(intents), None)
 
@@ -231,9 +246,14 @@ class _Tracing:
         if intents and self.metrics_on.is_on:
             for intent in intents:
                 self.discarded.add(1, {"airlock.intent.name": intent.name})
-        record = self.scopes.pop(scope, None)
+        record = self._forget(scope)
         if record is not None:
             self._end_scope(record, "discarded", len(intents), error)
+
+    def _forget(self, scope: Scope) -> _ScopeRecord | None:
+        if self._last[0] is scope:
+            self._last = (None, None)
+        return self.scopes.pop(scope, None)
 
     def _end_scope(self, record: _ScopeRecord, outcome: str, count: int, error: BaseException | None) -> None:
         span = record.span
@@ -263,71 +283,87 @@ class _Tracing:
         if not self.traces_on.is_on:
             return
         now = time_ns()
-        system = messaging_system(executor_of(scope))
+        system = system_of(scope)
         enqueue_context = intent.trace_context
         if not isinstance(enqueue_context, otel_context.Context):
             enqueue_context = None
         name = intent.name
         options = intent.dispatch_options
         destination = options.get("queue") if options else None
-        attributes: dict[str, Any] = {
-            "messaging.system": system,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.destination.name": str(destination or name),
-            "airlock.intent.id": intent.id,
-            "airlock.intent.name": name,
-            "airlock.intent.held_ms": held_ms(intent, now),
-        }
-        links = None
-        if enqueue_context is not None:
-            enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
-            if enqueued_in.is_valid:
-                links = [Link(enqueued_in)]
         span = self.tracer.start_span(
             f"send {name}",
             context=enqueue_context,
             kind=SpanKind.PRODUCER,
-            attributes=attributes,
-            links=links,
+            attributes={
+                "messaging.system": system,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": str(destination or name),
+                "airlock.intent.id": intent.id,
+                "airlock.intent.name": name,
+                "airlock.intent.held_ms": (now - intent.enqueued_at_ns) / 1e6,
+            },
+            links=self._links_to(enqueue_context),
             start_time=now,
         )
         # Current while the executor runs, so its propagate.inject() writes this
         # span's context (and the enqueue-time baggage) into the message.
         token = otel_context.attach(trace.set_span_in_context(span, enqueue_context))
-        self.dispatches[id(intent)] = _Dispatch(span, token, system, now)
+        self.dispatches[id(intent)] = _Dispatch(span, token, system, now, self._record(scope))
+
+    def _links_to(self, enqueue_context: otel_context.Context | None) -> list[Link] | None:
+        """The link from a dispatch span to the span current at enqueue.
+
+        The intents of a scope are usually enqueued under the same span, so the
+        last answer is kept: spans may share a ``Link``, which the SDK treats as
+        immutable.
+        """
+        last = self._last_links
+        if last[0] is enqueue_context:
+            return last[1]
+        links = None
+        if enqueue_context is not None:
+            enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
+            if enqueued_in.is_valid:
+                links = [Link(enqueued_in)]
+        self._last_links = (enqueue_context, links)
+        return links
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
-        if not (self.traces_on.is_on or self.metrics_on.is_on):
-            return
         dispatch = self.dispatches.pop(id(intent), None)
         if dispatch is None:
-            system = messaging_system(executor_of(scope))
+            system = system_of(scope)
             released = time_ns()
+            record = self._record(scope)
         else:
             system = dispatch.system
             released = dispatch.released_ns
+            record = dispatch.record
+        if self.metrics_on.is_on:
+            # Before the dispatch span ends: an exemplar of the held time points at it.
+            name = intent.name
+            key = (name, system)
+            attributes = self._held_attributes.get(key)
+            if attributes is None:
+                attributes = self._held_attributes[key] = {"airlock.intent.name": name, "messaging.system": system}
+            self.held.record((released - intent.enqueued_at_ns) / 1e6, attributes)
+            if record is None:
+                self.dispatched.add(1, attributes)
+            else:
+                dispatched = record.dispatched
+                dispatched[key] = dispatched.get(key, 0) + 1
+        if dispatch is not None:
             span = dispatch.span
-            if span.is_recording():
+            if system != "sync" and span.is_recording():
                 sent_id = message_id(system, result)
                 if sent_id is not None:
                     span.set_attribute("messaging.message.id", sent_id)
             _detach_if_current(span, dispatch.token)
             span.end()
-        if not self.metrics_on.is_on:
-            return
-        name = intent.name
-        self.held.record(held_ms(intent, released), {"airlock.intent.name": name, "messaging.system": system})
-        record = self.scopes.get(scope)
-        if record is None:
-            self.dispatched.add(1, {"airlock.intent.name": name, "messaging.system": system})
-        else:
-            key = (name, system)
-            record.dispatched[key] = record.dispatched.get(key, 0) + 1
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
         dispatch = self.dispatches.pop(id(intent), None)
-        system = messaging_system(executor_of(scope)) if dispatch is None else dispatch.system
+        system = system_of(scope) if dispatch is None else dispatch.system
         if dispatch is not None:
             span = dispatch.span
             if span.is_recording():
