@@ -70,9 +70,11 @@ intent_captured = Signal(
 
 intent_dropped = Signal(
     "intent_dropped",
-    doc="""A policy refused an intent when the sender flushed.
+    doc="""A policy refused an intent when the sender flushed, or (for a
+    ``DjangoScope``) its savepoint or transaction had rolled back by then.
 
-    Keyword arguments: ``intent``, ``policy`` (the policy that refused it).
+    Keyword arguments: ``intent``, ``policy`` (the policy that refused it;
+    ``airlock.integrations.django.TransactionRolledBack`` for a rollback).
     """,
 )
 
