@@ -3,7 +3,8 @@
 Figures (issue 5's goals):
 - both subscribers on (structlog to a null logger, the OTel SDK with an in-memory span
   exporter and an in-memory metric reader), per intent, vs one bare SDK span   <= 2x
-  (for reading it: the same telemetry written by hand, and each bridge alone, no goal)
+  (for reading it, no goal: the same telemetry written by hand without airlock, which
+  is the floor for the goal, then airlock against that, and each bridge alone)
 - both instrumented but nothing configured (the no-op OTel API, structlog not configured,
   so events go to a stdlib ``airlock`` logger that is not enabled), per intent, vs the
   same intents uninstrumented                                                   <= 1.5x
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ from opentelemetry.trace import NoOpTracerProvider
 import airlock
 from airlock.integrations import structlog as airlock_structlog
 from airlock.integrations.opentelemetry import AirlockInstrumentor
-from bench._harness import Figure, best_of
+from bench._harness import Figure, best_of, best_of_each
 
 PER_SCOPE = 100
 
@@ -110,19 +111,19 @@ def nothing_configured() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def bare_span(telemetry: SDK, n: int, repeat: int) -> float:
-    """Seconds to create and end one span, nothing else, on the SDK's provider."""
+def bare_spans(telemetry: SDK, n: int) -> Callable[[], None]:
+    """Create and end ``n`` spans, nothing else, on the SDK's provider."""
     tracer = telemetry.provider.get_tracer("bench")
 
     def spans() -> None:
         for _ in range(n):
             tracer.start_span("bare").end()
 
-    return best_of(spans, repeat=repeat, setup=telemetry.exporter.clear) / n
+    return spans
 
 
-def by_hand(telemetry: SDK, meter_provider: MeterProvider, n: int, repeat: int) -> float:
-    """Seconds per intent for the same telemetry written by hand around a plain list.
+def by_hand(telemetry: SDK, meter_provider: MeterProvider, n: int) -> Callable[[], None]:
+    """``n`` intents' worth of the same telemetry written by hand around a plain list.
 
     What an application would write itself: an event and a debug log at enqueue;
     at dispatch a PRODUCER span with the same attributes and link, made current,
@@ -160,7 +161,7 @@ def by_hand(telemetry: SDK, meter_provider: MeterProvider, n: int, repeat: int) 
                 held.record((now - stamp) / 1e6, {"name": "task", "system": "sync"})
                 log.info("dispatched", id=stamp, name="task", origin=None, scope="s", deferral_ms=0.0)
 
-    return best_of(unit_of_work, repeat=repeat, setup=telemetry.exporter.clear) / n
+    return unit_of_work
 
 
 def per_intent(n: int, repeat: int, telemetry: SDK | None = None) -> float:
@@ -174,11 +175,18 @@ def run(quick: bool) -> list[Figure]:
     figures = []
 
     with sdk() as telemetry:
-        bare = bare_span(telemetry, n, repeat)
-        observed = per_intent(n, repeat, telemetry)
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        hand_written = by_hand(telemetry, meter_provider, n, repeat)
+        seconds = best_of_each(
+            {
+                "bare": bare_spans(telemetry, n),
+                "observed": lambda: intents(n),
+                "by hand": by_hand(telemetry, meter_provider, n),
+            },
+            repeat=repeat,
+            setup=telemetry.exporter.clear,
+        )
         meter_provider.shutdown()
+    bare, observed, hand_written = (seconds[name] / n for name in ("bare", "observed", "by hand"))
     figures.append(
         Figure(
             "per intent, structlog + OTel SDK on, vs one bare SDK span",
@@ -186,6 +194,15 @@ def run(quick: bool) -> list[Figure]:
             "<= 2x",
             observed / bare <= 2,
             f"{observed * 1e6:.1f} us vs {bare * 1e6:.1f} us",
+        )
+    )
+    figures.append(
+        Figure(
+            "  floor: that telemetry written by hand, no airlock, vs the bare span",
+            hand_written / bare,
+            "-",
+            None,
+            f"{hand_written * 1e6:.1f} us",
         )
     )
     figures.append(

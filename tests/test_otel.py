@@ -288,9 +288,7 @@ def test_held_time_exemplars_point_at_the_dispatch_span(otel):
         airlock.enqueue(send_email, 1)
     send = otel.one("send send_email")
     (held,) = otel.metric_points()["airlock.intent.held"]
-    assert [(e.trace_id, e.span_id) for e in held.exemplars] == [
-        (send.context.trace_id, send.context.span_id)
-    ]
+    assert [(e.trace_id, e.span_id) for e in held.exemplars] == [(send.context.trace_id, send.context.span_id)]
 
 
 # -- switching on and off -------------------------------------------------------------------
