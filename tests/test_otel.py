@@ -469,3 +469,13 @@ def test_metrics_without_traces_still_count_per_scope():
         if metric.name != "airlock.intent.held"
     }
     assert totals == {"airlock.intents.enqueued": 2, "airlock.intents.dispatched": 2}
+
+
+def test_the_enqueue_time_context_is_the_one_current_at_enqueue(otel):
+    with tracer(otel).start_as_current_span("handler"):
+        with airlock.scope():
+            outer = airlock.enqueue(send_email, 1)
+            with tracer(otel).start_as_current_span("inner") as inner:
+                nested = airlock.enqueue(send_email, 2)
+    assert trace.get_current_span(nested.trace_context) is inner
+    assert trace.get_current_span(outer.trace_context).name == SCOPE_SPAN

@@ -144,7 +144,9 @@ class Intent:
     @property
     def id(self) -> str:
         """A unique, stable id for logs and traces (unique across processes too)."""
-        return f"{_PROCESS}{self._stamp:x}{id(self) & 0xFFFFFFFF:08x}"
+        # f"{_PROCESS}{stamp:x}{address:08x}", built without format specs, which cost
+        # more than the rest: observers ask for it several times per intent.
+        return _PROCESS + hex(self._stamp)[2:] + hex(id(self) & 0xFFFFFFFF | 0x100000000)[3:]
 
     @property
     def name(self) -> str:
@@ -155,7 +157,11 @@ class Intent:
         meta = self._meta
         if meta is not None and meta.name is not None:
             return meta.name
-        return task_name(self.task)
+        task = self._task
+        last = _last_name
+        if last[0] is task:
+            return last[1]
+        return _name_and_remember(task)
 
     def passes_local_policies(self) -> bool:
         """Whether every local policy, innermost first, allows this intent."""
@@ -168,6 +174,19 @@ class Intent:
 
     def __repr__(self) -> str:
         return f"<Intent {self}>"
+
+
+# Observers and policies ask for the names of a run of intents that mostly share a
+# task. Remember the last task's name: one pair, replaced whole (so threads cannot
+# mix a task with another's name), holding no more than one task alive.
+_last_name: tuple[object, str] = (object(), "")
+
+
+def _name_and_remember(task: Callable[..., Any]) -> str:
+    global _last_name
+    name = task_name(task)
+    _last_name = (task, name)
+    return name
 
 
 def task_name(task: Callable[..., Any]) -> str:

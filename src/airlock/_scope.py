@@ -104,7 +104,12 @@ class Scope:
     @property
     def id(self) -> str:
         """A stable id, unique across processes, for logs and traces."""
-        return f"{_PROCESS}-{self._number}"
+        # Made on first use (observers ask once per intent), not for every scope.
+        try:
+            return self._id
+        except AttributeError:
+            self._id: str = f"{_PROCESS}-{self._number}"
+            return self._id
 
     @property
     def policy(self) -> Policy:
@@ -246,8 +251,9 @@ class Scope:
             )
         local = _local_policies.get()
         capture = _hooks.capture_trace_context
-        if name is None and origin is None and options is None and not local and capture is None:
-            meta = None
+        if name is None and origin is None and options is None and not local:
+            # Nothing to check; with tracing on, only the trace context to keep.
+            meta = None if capture is None else _Meta(None, None, None, (), capture())
         else:
             meta = _make_meta(name, origin, options, local, capture)
             if local:

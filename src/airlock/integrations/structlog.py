@@ -105,14 +105,6 @@ class _LogSubscriber:
         """
         return self._logger is not None or structlog.is_configured() or _stdlib_logger.isEnabledFor(level)
 
-    def _structlog(self) -> Any:
-        """The structlog logger to write to, or None when events go to the stdlib fallback."""
-        if self._logger is not None:
-            return self._logger
-        if structlog.is_configured():
-            return self._default_logger.bind()  # the cached logger, if structlog caches
-        return None
-
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
         logger = self._logger
         if logger is None and not structlog.is_configured():
@@ -160,17 +152,20 @@ class _LogSubscriber:
     # go through _log.
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        log = self._structlog()
+        log = self._logger
+        if log is None and structlog.is_configured():
+            log = self._default_logger.bind()  # the cached logger, if structlog caches
         if log is None or self._include_args:
             if self._is_enabled(logging.DEBUG):
-                self._log(logging.DEBUG, EVENTS["intent_enqueued"], self._intent_fields(scope, intent))
+                self._log(logging.DEBUG, _ENQUEUED, self._intent_fields(scope, intent))
             return
+        meta = intent._meta
         log.debug(
             _ENQUEUED,
             scope_id=scope.id,
             intent_id=intent.id,
             intent_name=intent.name,
-            origin=intent.origin,
+            origin=None if meta is None else meta.origin,
         )
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
@@ -188,9 +183,9 @@ class _LogSubscriber:
             self._log(logging.INFO, EVENTS["intent_dropped"], fields)
 
     def intent_released(self, scope: Scope, *, intent: Intent) -> None:
-        # Not an event of its own: it only marks when the held time ended.
-        if self._is_enabled(logging.INFO):
-            self._released[id(intent)] = time_ns()
+        # Not an event of its own: it only marks when the held time ended. The
+        # dispatched or failed event that always follows takes it out again.
+        self._released[id(intent)] = time_ns()
 
     def _finished(self, scope: Scope, intent: Intent, outcome: str) -> dict[str, Any]:
         released = self._released.pop(id(intent), None) or time_ns()
@@ -200,25 +195,28 @@ class _LogSubscriber:
         return fields
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
-        log = self._structlog()
+        log = self._logger
+        if log is None and structlog.is_configured():
+            log = self._default_logger.bind()
         if log is None or self._include_args:
             if self._is_enabled(logging.INFO):
                 fields = self._finished(scope, intent, "dispatched")
                 fields["message_id"] = message_id(system_of(scope), result)
-                self._log(logging.INFO, EVENTS["intent_dispatched"], fields)
+                self._log(logging.INFO, _DISPATCHED, fields)
             else:
                 self._released.pop(id(intent), None)
             return
         released = self._released.pop(id(intent), None) or time_ns()
+        meta = intent._meta
         log.info(
             _DISPATCHED,
             scope_id=scope.id,
             intent_id=intent.id,
             intent_name=intent.name,
-            origin=intent.origin,
+            origin=None if meta is None else meta.origin,
             outcome="dispatched",
             deferral_ms=_deferral_ms(intent, released),
-            message_id=message_id(system_of(scope), result),
+            message_id=None if result is None else message_id(system_of(scope), result),
         )
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from time import time_ns
 from typing import Any
 
@@ -57,7 +58,12 @@ class _Dispatch:
     __slots__ = ("record", "released_ns", "span", "system", "token")
 
     def __init__(
-        self, span: trace.Span, token: object, system: str, released_ns: int, record: _ScopeRecord | None
+        self,
+        span: trace.Span,
+        token: Token[otel_context.Context],
+        system: str,
+        released_ns: int,
+        record: _ScopeRecord | None,
     ) -> None:
         self.span = span
         self.token = token
@@ -126,6 +132,7 @@ class _Tracing:
             "How long an intent was held between its enqueue and its dispatch",
         )
         self.receivers = Receivers(self)
+        self._capture = _context_getter()
         self._previous_hooks: tuple[Any, Any, Any] = (None, None, None)
 
     # -- switching on and off -------------------------------------------------------
@@ -147,14 +154,14 @@ class _Tracing:
             self.receivers.wake()
         hooks = _context.hooks
         if traces_on and hooks.capture_trace_context is self._previous_hooks[0]:
-            hooks.capture_trace_context = self.capture_trace_context
+            hooks.capture_trace_context = self._capture
 
     def remove(self) -> None:
         self.receivers.disconnect()
         hooks = _context.hooks
         capture, inject, continue_ = self._previous_hooks
         # Put back what was there only where the hook is still ours.
-        if hooks.capture_trace_context == self.capture_trace_context:
+        if hooks.capture_trace_context is self._capture:
             hooks.capture_trace_context = capture
         if hooks.inject_trace == self.inject:
             hooks.inject_trace = inject
@@ -193,7 +200,8 @@ class _Tracing:
         return record
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        record = self._record(scope)
+        last = self._last
+        record = last[1] if last[0] is scope else self._record(scope)
         if record is None:
             if self.metrics_on.is_on:
                 self.enqueued.add(1, {"airlock.intent.name": intent.name})
@@ -203,9 +211,9 @@ class _Tracing:
         enqueued[name] = enqueued.get(name, 0) + 1
         if record.recording:
             attributes = {"airlock.intent.id": intent.id, "airlock.intent.name": name}
-            origin = intent.origin
-            if origin is not None:
-                attributes["airlock.intent.origin"] = str(origin)
+            meta = intent._meta
+            if meta is not None and meta.origin is not None:
+                attributes["airlock.intent.origin"] = str(meta.origin)
             record.span.add_event(ENQUEUE_EVENT, attributes, intent.enqueued_at_ns)
 
     def intent_captured(self, scope: Scope, *, intent: Intent, child: Scope) -> None:
@@ -284,12 +292,18 @@ class _Tracing:
             return
         now = time_ns()
         system = system_of(scope)
-        enqueue_context = intent.trace_context
-        if not isinstance(enqueue_context, otel_context.Context):
-            enqueue_context = None
         name = intent.name
-        options = intent.dispatch_options
-        destination = options.get("queue") if options else None
+        meta = intent._meta  # read once: the properties would each read it again
+        if meta is None:
+            enqueue_context = destination = None
+        else:
+            enqueue_context = meta.trace_context
+            if not isinstance(enqueue_context, otel_context.Context):
+                enqueue_context = None
+            options = meta.dispatch_options
+            destination = options.get("queue") if options else None
+        last = self._last_links
+        links = last[1] if last[0] is enqueue_context else self._links_to(enqueue_context)
         span = self.tracer.start_span(
             f"send {name}",
             context=enqueue_context,
@@ -303,24 +317,23 @@ class _Tracing:
                 "airlock.intent.name": name,
                 "airlock.intent.held_ms": (now - intent.enqueued_at_ns) / 1e6,
             },
-            links=self._links_to(enqueue_context),
+            links=links,
             start_time=now,
         )
         # Current while the executor runs, so its propagate.inject() writes this
         # span's context (and the enqueue-time baggage) into the message.
         token = otel_context.attach(trace.set_span_in_context(span, enqueue_context))
-        self.dispatches[id(intent)] = _Dispatch(span, token, system, now, self._record(scope))
+        last_scope = self._last
+        record = last_scope[1] if last_scope[0] is scope else self._record(scope)
+        self.dispatches[id(intent)] = _Dispatch(span, token, system, now, record)
 
     def _links_to(self, enqueue_context: otel_context.Context | None) -> list[Link] | None:
         """The link from a dispatch span to the span current at enqueue.
 
         The intents of a scope are usually enqueued under the same span, so the
-        last answer is kept: spans may share a ``Link``, which the SDK treats as
-        immutable.
+        last answer is kept (``intent_released`` looks there first): spans may
+        share a ``Link``, which the SDK treats as immutable.
         """
-        last = self._last_links
-        if last[0] is enqueue_context:
-            return last[1]
         links = None
         if enqueue_context is not None:
             enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
@@ -358,7 +371,9 @@ class _Tracing:
                 sent_id = message_id(system, result)
                 if sent_id is not None:
                     span.set_attribute("messaging.message.id", sent_id)
-            _detach_if_current(span, dispatch.token)
+            # Released and dispatched in one synchronous call (the executor's), so the
+            # context attached at release is still the current one.
+            otel_context.detach(dispatch.token)
             span.end()
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
@@ -370,15 +385,12 @@ class _Tracing:
                 span.record_exception(error)
                 span.set_attribute("error.type", type(error).__qualname__)
                 span.set_status(Status(StatusCode.ERROR, error_text(error)))
-            _detach_if_current(span, dispatch.token)
+            otel_context.detach(dispatch.token)
             span.end()
         if self.metrics_on.is_on:
             self.failed.add(1, {"airlock.intent.name": intent.name, "messaging.system": system})
 
     # -- propagation hooks -------------------------------------------------------------
-
-    def capture_trace_context(self) -> otel_context.Context:
-        return otel_context.get_current()
 
     def inject(self, carrier: MutableMapping[str, Any]) -> None:
         propagate.inject(carrier)
@@ -409,6 +421,17 @@ class _Tracing:
                 yield
         finally:
             otel_context.detach(token)
+
+
+def _context_getter() -> Callable[[], otel_context.Context]:
+    """``opentelemetry.context.get_current``, or, when OpenTelemetry keeps the context
+    in a ``ContextVar`` (its default runtime), that variable's own ``get``: it runs at
+    every enqueue, and the public function adds two Python calls to that one."""
+    variable = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if isinstance(variable, ContextVar):
+        getter: Callable[[], otel_context.Context] = variable.get
+        return getter
+    return otel_context.get_current
 
 
 def _detach_if_current(span: trace.Span, token: Any) -> None:
