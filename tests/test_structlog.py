@@ -260,3 +260,29 @@ def test_per_intent_receivers_wait_until_events_would_be_written(caplog):
         airlock.enqueue(notify, 2)
     assert all(len(s.receivers) == before[s] + 1 for s in signals.ALL)
     assert [r.airlock["event"] for r in caplog.records] == ["airlock.intent.dispatched", "airlock.scope.flushed"]
+
+
+def test_a_logger_filtering_at_info_gets_no_debug_events_and_still_the_info_ones():
+    structlog.configure(
+        processors=[structlog.testing.LogCapture()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    capture = structlog.get_config()["processors"][0]
+    airlock_structlog.instrument()
+    with airlock.scope():
+        airlock.enqueue(notify, 1)
+    assert events(capture.entries) == ["airlock.intent.dispatched", "airlock.scope.flushed"]
+
+
+def test_a_generic_bound_logger_is_not_asked_a_method_it_does_not_define():
+    structlog.configure(
+        processors=[structlog.testing.LogCapture()],
+        wrapper_class=structlog.BoundLogger,
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+    capture = structlog.get_config()["processors"][0]
+    airlock_structlog.instrument()
+    with airlock.scope():
+        airlock.enqueue(notify, 1)
+    assert "airlock.intent.enqueued" in events(capture.entries)
+    assert all(entry["log_level"] in {"debug", "info"} for entry in capture.entries)

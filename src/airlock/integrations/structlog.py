@@ -159,6 +159,12 @@ class _LogSubscriber:
             if self._is_enabled(logging.DEBUG):
                 self._log(logging.DEBUG, _ENQUEUED, self._intent_fields(scope, intent))
             return
+        # A filtering logger (structlog's default kind) set above DEBUG would drop the
+        # event: ask it first rather than build the event for nothing. Only a method
+        # the class defines counts: a proxy's __getattr__ would log a call to it.
+        is_enabled_for = getattr(type(log), "is_enabled_for", None)
+        if is_enabled_for is not None and not is_enabled_for(log, logging.DEBUG):
+            return
         meta = intent._meta
         log.debug(
             _ENQUEUED,
