@@ -8,6 +8,7 @@ itself how many messages sit in a queue.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -218,3 +219,104 @@ def _clean(broker: Broker) -> None:
     with broker.app.connection_for_write() as connection:
         for queue in (DEFAULT_QUEUE, ROUTED_QUEUE, IDLE_QUEUE):
             connection.default_channel.queue_delete(queue)
+
+
+# -- canvas: chains, groups and chords need a result backend -------------------------
+
+CANVAS_QUEUE = f"{PREFIX}.canvas"
+CANVAS_IDLE_QUEUE = f"{PREFIX}.canvas-idle"  # nobody consumes it: messages stay in the broker
+
+
+@dataclass
+class Canvas:
+    """A Redis app with a Redis result backend, and small tasks to build canvases from."""
+
+    app: Celery
+    add: Any
+    mul: Any
+    total: Any
+    fail: Any
+    note: Any
+    on_error: Any
+    fan_out: Any
+
+    def depth(self, queue: str) -> int:
+        """How many messages wait in ``queue``, asked of Redis itself."""
+        return redis_depth(queue)
+
+    def purge(self, queue: str) -> None:
+        with self.app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue)
+
+
+def make_canvas() -> Canvas:
+    app = Celery("airlock_test_canvas", set_as_current=False)
+    configure_app(app, "redis")
+    app.conf.update(
+        task_default_queue=CANVAS_QUEUE,
+        result_backend=REDIS_URL,
+        result_backend_transport_options={"global_keyprefix": REDIS_KEYPREFIX},
+        result_expires=600,
+        # One backend for the worker's thread and the test's, so the test can close it.
+        result_backend_thread_safe=True,
+    )
+
+    @app.task(name="airlock_canvas.add", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="airlock_canvas.mul", shared=False)
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    @app.task(name="airlock_canvas.total", shared=False)
+    def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    @app.task(name="airlock_canvas.fail", shared=False)
+    def fail(x: int) -> None:
+        raise ValueError(f"failed on purpose with {x}")
+
+    @app.task(name="airlock_canvas.note", bind=True, shared=False)
+    def note(self: Any, value: Any, token: str) -> None:
+        """A callback: writes what it was given into the journal."""
+        JOURNAL.add(kind="run", token=token, args=(value,), id=self.request.id, at=time.time())
+
+    @app.task(name="airlock_canvas.on_error", shared=False)
+    def on_error(request: Any, error: BaseException, traceback: Any, token: str) -> None:
+        """An errback (Celery calls it with the failed task's request, error and traceback)."""
+        JOURNAL.add(kind="errback", token=token, failed_id=request.id, error=str(error), at=time.time())
+
+    @app.task(name="airlock_canvas.fan_out", base=AirlockTask, shared=False)
+    def fan_out(token: str, numbers: list[int], fail: bool) -> None:
+        """Old code in an AirlockTask: applies a chord with Celery's own call."""
+        from celery import chord
+
+        chord((add.s(number, number) for number in numbers), note.s(token)).apply_async()
+        JOURNAL.add(kind="body_done", token=token, at=time.time())
+        if fail:
+            raise ValueError("the fan-out failed on purpose")
+
+    return Canvas(app, add, mul, total, fail, note, on_error, fan_out)
+
+
+@contextlib.contextmanager
+def running_canvas_worker() -> Iterator[Canvas]:
+    """A real worker on Redis, with a Redis result backend, consuming the canvas queue."""
+    require_service("redis")
+    canvas = make_canvas()
+    with canvas.app.connection_for_write() as connection:
+        for queue in (CANVAS_QUEUE, CANVAS_IDLE_QUEUE):
+            connection.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+            connection.default_channel.queue_purge(queue)
+    try:
+        with serving(canvas.app, [CANVAS_QUEUE]):
+            yield canvas
+    finally:
+        # The result backend: results that die unsubscribe over its
+        # pub/sub, so let the tests' results go first, then close it and its pool.
+        gc.collect()
+        canvas.app.backend.result_consumer.stop()
+        canvas.app.backend.client.connection_pool.disconnect()
+        # Every key (queues, results, chord counters) is under the Redis prefix.
+        _clean(Broker("redis", canvas.app, record=None, parent=None))
