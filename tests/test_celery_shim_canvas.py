@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from celery import chain, chord, group
+from celery import Celery, chain, chord, group
 from celery.result import AsyncResult
 from celery.signals import before_task_publish
 
 import airlock
+from airlock import DropAll
 from airlock.integrations.celery import CeleryShimWarning, shim
 from airlock.integrations.executors.celery import celery_executor
 from airlock.signals import intent_dispatched
@@ -191,3 +192,43 @@ def test_chord_applied_in_an_airlock_task_body_leaves_only_after_the_body_succee
     (done,) = JOURNAL.of(token, "body_done")
     assert body["args"] == ([2, 4, 6],)
     assert min(published.times(canvas.add.name)) >= done["at"]
+
+
+# -- what the shim says about a canvas (no broker: Celery's in-memory transport) ------
+
+local = Celery("airlock_canvas_local", set_as_current=False)
+local.conf.update(broker_url="memory://", result_backend="cache+memory://")
+
+
+@local.task(name="canvas_local.add", shared=False)
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+LOCAL_CANVASES: dict[str, Callable[[], Any]] = {
+    "chain": lambda: chain(add.s(1, 2), add.s(3)),
+    "group": lambda: group(add.s(number, number) for number in range(3)),
+    # This backend has no native chords: Celery also applies its celery.chord_unlock task.
+    "chord": lambda: chord((add.s(number, number) for number in range(3)), add.s(0)),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOCAL_CANVASES))
+def test_shim_warning_on_a_canvas_points_at_the_call_and_says_to_enqueue_the_canvas(kind: str) -> None:
+    applied = LOCAL_CANVASES[kind]()
+    with shim(), airlock.scope(DropAll()), pytest.warns(CeleryShimWarning) as warned:
+        applied.apply_async()
+    assert {record.filename for record in warned} == {__file__}
+    advice = (
+        f"by the Celery shim as part of a Celery {kind}; enqueue the whole {kind} instead: "
+        f"airlock.enqueue({kind}(...)), which celery_executor applies at the flush"
+    )
+    assert all(advice in str(record.message) for record in warned), [str(record.message) for record in warned]
+
+
+def test_shim_warning_on_a_signature_points_at_the_call_and_keeps_user_options() -> None:
+    with shim(), airlock.scope(DropAll()), pytest.warns(CeleryShimWarning) as warned:
+        add.s(1, 2).apply_async(countdown=5)
+    (record,) = warned
+    assert record.filename == __file__
+    assert str(record.message).endswith("write airlock.enqueue(add, 1, 2, _dispatch_options={'countdown': 5}) instead")

@@ -14,6 +14,7 @@ The executor lives in :mod:`airlock.integrations.executors.celery`.
 from __future__ import annotations
 
 import reprlib
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -167,6 +168,11 @@ def install_shim() -> None:
     active, Celery runs exactly as before. ``self.retry()`` and airlock's own
     executor always reach the broker directly. Installing twice is a no-op.
 
+    Chains, groups, chords and ``link``/``link_error`` callbacks applied in a scope
+    are deferred whole (their options travel with the intents, so the worker runs
+    the rest); for them the warning says to enqueue the canvas itself. The
+    warning points at the line that called Celery.
+
     .. versionadded:: 0.1
     """
     if _originals:
@@ -255,12 +261,17 @@ def _record(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: d
         if check is not None:
             check(*args, **kwargs)
     options = {key: value for key, value in options.items() if key not in _LIVE}
+    kind = _canvas_kind(task, options)
+    if kind is None:
+        advice = f"; write {_suggestion(task, args, kwargs, options)} instead"
+    else:
+        advice = (
+            f" as part of a Celery {kind}; enqueue the whole {kind} instead: "
+            f"airlock.enqueue({kind}(...)), which celery_executor applies at the flush"
+        )
     warnings.warn(
-        CeleryShimWarning(
-            f"{task_name(task)}.{via}() was turned into an airlock intent by the Celery shim; "
-            f"write {_suggestion(task, args, kwargs, options)} instead"
-        ),
-        stacklevel=3,
+        CeleryShimWarning(f"{task_name(task)}.{via}() was turned into an airlock intent by the Celery shim{advice}"),
+        stacklevel=_callers_level(),
     )
     task_id = options.get("task_id") or uuid()
     # The scope's own _enqueue, not airlock.enqueue(): the task's keyword
@@ -269,6 +280,38 @@ def _record(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: d
         task, args, kwargs, None, f"celery shim: .{via}()", {**options, "task_id": task_id}
     )
     return task.AsyncResult(task_id)
+
+
+def _canvas_kind(task: Any, options: dict[str, Any]) -> str | None:
+    """The canvas primitive whose application made this call, if any.
+
+    Celery wires a canvas with options of its own (the rest of a chain, the chord's
+    body, the group's id, frozen task ids); an ``enqueue`` call copying them would be
+    wrong, so the advice is to enqueue the canvas itself.
+    """
+    if options.get("chord") is not None or task.name == "celery.chord_unlock":
+        return "chord"
+    if options.get("chain"):
+        return "chain"
+    if options.get("group_id") is not None:
+        return "group"
+    return None
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the line that called Celery: the first frame outside Celery and the shim.
+
+    A canvas reaches ``apply_async`` through several of Celery's frames, and the
+    warning should point at the user's ``.apply_async()``, not at Celery's.
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and _is_celery_or_shim(frame.f_globals.get("__name__", "")):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def _is_celery_or_shim(module: str) -> bool:
+    return module == __name__ or module == "celery" or module.startswith("celery.")
 
 
 def _suggestion(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> str:
