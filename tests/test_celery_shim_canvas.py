@@ -71,6 +71,10 @@ def _chain(c: Canvas) -> Built:
     return chain(c.add.s(1, 2), c.mul.s(10), c.add.s(5)), {}, None
 
 
+def _pipe(c: Canvas) -> Built:
+    return c.add.s(1, 2) | c.mul.s(10), {}, None
+
+
 def _group(c: Canvas) -> Built:
     return group(c.add.s(number, number) for number in range(4)), {}, None
 
@@ -96,6 +100,7 @@ def _link_error(c: Canvas) -> Built:
 # (builder, what the worker computes, how many messages the flush itself publishes)
 RUNS: dict[str, tuple[Build, Any, int]] = {
     "chain": (_chain, 35, 1),
+    "pipe": (_pipe, 30, 1),
     "group": (_group, [0, 2, 4, 6], 4),
     "chord": (_chord, 12, 4),
     "link": (_link, 50, 1),
