@@ -316,7 +316,12 @@ def running_canvas_worker() -> Iterator[Canvas]:
         # The result backend: results that die unsubscribe over its
         # pub/sub, so let the tests' results go first, then close it and its pool.
         gc.collect()
-        canvas.app.backend.result_consumer.stop()
+        consumer = canvas.app.backend.result_consumer
+        consumer.stop()
+        # A result that outlives this (a test's traceback, a reference cycle the final
+        # collection clears) would unsubscribe as it dies, opening a new connection
+        # that nobody closes. The backend is finished with: let it forget instead.
+        consumer.cancel_for = lambda task_id: None
         canvas.app.backend.client.connection_pool.disconnect()
         # Every key (queues, results, chord counters) is under the Redis prefix.
         _clean(Broker("redis", canvas.app, record=None, parent=None))
