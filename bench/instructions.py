@@ -1,14 +1,18 @@
-"""Instructions per intent, and per SDK call, counted by valgrind's callgrind.
+"""Instructions per intent (or per call), counted by valgrind's callgrind.
 
-`python -m bench.observability_instructions` (needs `valgrind`; takes a few minutes).
+`python -m bench.instructions [core] [observability]` (needs `valgrind`; a few minutes each).
 
 Wall-clock ratios on a shared machine move by a factor of two from run to run; counted
 instructions do not. Each line runs one piece of work 100 times in a fresh process and
 600 times in another, under callgrind, and divides the difference by 500, so start-up
-and imports cancel out. The pieces are the calls airlock's telemetry is made of (per
-intent: the dispatch span, the enqueue event, the held-time measurement, two log events),
-each on its own, with everything it needs built beforehand, then airlock doing all of
-it. Read them against ``bare span``.
+and imports cancel out.
+
+- ``core``: the core bench's pieces, read against the floor (append ``(fn, args,
+  kwargs)`` to a list, then call each).
+- ``observability``: the calls airlock's telemetry is made of (per intent: the dispatch
+  span, the enqueue event, the held-time measurement, two log events), each on its own
+  with everything it needs built beforehand, then airlock doing all of it; read against
+  one bare SDK span.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PIECES = {
+CORE = {
+    "floor": "append (fn, args, kwargs) to a list, then call it: the baseline",
+    "enqueue+flush": "an intent enqueued and flushed in a scope of 100, sync executor",
+    "one no-op receiver": "the same with a no-op receiver on every signal",
+    "empty scope": "an empty `with airlock.scope(): pass`",
+    "eight nested": "eight nested scopes, one intent each",
+}
+
+OBSERVABILITY = {
     "bare span": "a span with no parent, no attributes: the baseline",
     "dispatch span": "PRODUCER child span, 7 attributes, a link, start time, made current and ended",
     "enqueue event": "an event with 2 attributes on the scope span",
@@ -47,7 +59,25 @@ def _enter(manager: AbstractContextManager[T]) -> T:
     return manager.__enter__()
 
 
+def _core_piece(name: str) -> Callable[[], None]:
+    from airlock import signals
+    from bench import bench_core as core
+
+    if name == "one no-op receiver":
+        for signal in signals.ALL:
+            signal.connect(core.noop_receiver)
+    return {
+        "floor": lambda: core.floor(100),
+        "enqueue+flush": lambda: core.through_airlock(100),
+        "one no-op receiver": lambda: core.through_airlock(100),
+        "empty scope": lambda: [core.empty_scope() for _ in range(100)],
+        "eight nested": lambda: [core.nested(8) for _ in range(100)],
+    }[name]
+
+
 def _piece(name: str) -> Callable[[], None]:
+    if name in CORE:
+        return _core_piece(name)
     import structlog
     from opentelemetry import context, trace
     from opentelemetry.sdk.metrics import MeterProvider
@@ -146,6 +176,17 @@ def _count(name: str, rounds: int) -> int:
     return int(match.group(1))
 
 
+def _report(pieces: dict[str, str], baseline: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name, what in pieces.items():
+        with ThreadPoolExecutor(2) as pool:  # the two runs side by side
+            many, one = pool.map(_count, (name, name), (6, 1))
+        counts[name] = (many - one) // 500
+        ratio = counts[name] / counts[baseline]
+        print(f"  {name:<20} {counts[name]:>9,} instructions  {ratio:6.2f}x  {what}", flush=True)
+    return counts
+
+
 def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         _child(sys.argv[2], int(sys.argv[3]))
@@ -153,21 +194,23 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt install valgrind)")
         return 1
-    counts = {}
-    for name, what in PIECES.items():
-        with ThreadPoolExecutor(2) as pool:  # the two runs side by side
-            many, one = pool.map(_count, (name, name), (6, 1))
-        counts[name] = (many - one) // 500
-        print(
-            f"{name:<18} {counts[name]:>9,} instructions  {counts[name] / counts['bare span']:5.2f}x  {what}",
-            flush=True,
+    groups = sys.argv[1:] or ["core", "observability"]
+    unknown = set(groups) - {"core", "observability"}
+    if unknown:
+        print(f"no such group: {', '.join(sorted(unknown))}; choose core and/or observability")
+        return 2
+    if "core" in groups:
+        print("== core (per intent, or per scope for the scope lines) ==")
+        _report(CORE, "floor")
+    if "observability" in groups:
+        print("== observability (per intent, or per call) ==")
+        counts = _report(OBSERVABILITY, "bare span")
+        floor = sum(
+            counts[name]
+            for name in ("dispatch span", "enqueue event", "held histogram", "structlog debug", "structlog info")
         )
-    floor = sum(
-        counts[name]
-        for name in ("dispatch span", "enqueue event", "held histogram", "structlog debug", "structlog info")
-    )
-    ratio = floor / counts["bare span"]
-    print(f"{'floor':<18} {floor:>9,} instructions  {ratio:5.2f}x  the five pieces of telemetry, with no airlock")
+        ratio = floor / counts["bare span"]
+        print(f"  {'floor':<20} {floor:>9,} instructions  {ratio:6.2f}x  the five pieces of telemetry, with no airlock")
     return 0
 
 
