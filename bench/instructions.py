@@ -3,7 +3,7 @@
 `python -m bench.instructions [core] [observability]` (needs `valgrind`; a few minutes each).
 
 Wall-clock ratios on a shared machine move by a factor of two from run to run; counted
-instructions do not. Each line runs one piece of work 100 times in a fresh process and
+instructions agree to a fraction of a percent. Each line runs one piece of work 100 times in a fresh process and
 600 times in another, under callgrind, and divides the difference by 500, so start-up
 and imports cancel out.
 
