@@ -74,7 +74,7 @@ _SYSTEMS_CAP = 256
 
 def system_of(scope: Scope) -> str:
     """``messaging_system(executor_of(scope))``, remembered per executor."""
-    executor = _context.hooks.executor_override or scope.executor
+    executor = executor_of(scope)
     try:
         return _systems[executor]
     except KeyError:

@@ -19,6 +19,7 @@ from airlock._scope import Scope
 from airlock.integrations._observe import (
     Receivers,
     error_text,
+    held_ms,
     message_id,
     system_of,
 )
@@ -315,7 +316,7 @@ class _Tracing:
                 "messaging.destination.name": str(destination or name),
                 "airlock.intent.id": intent.id,
                 "airlock.intent.name": name,
-                "airlock.intent.held_ms": (now - intent.enqueued_at_ns) / 1e6,
+                "airlock.intent.held_ms": held_ms(intent, now),
             },
             links=links,
             start_time=now,
@@ -359,7 +360,7 @@ class _Tracing:
             attributes = self._held_attributes.get(key)
             if attributes is None:
                 attributes = self._held_attributes[key] = {"airlock.intent.name": name, "messaging.system": system}
-            self.held.record((released - intent.enqueued_at_ns) / 1e6, attributes)
+            self.held.record(held_ms(intent, released), attributes)
             if record is None:
                 self.dispatched.add(1, attributes)
             else:
