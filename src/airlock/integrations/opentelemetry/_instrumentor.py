@@ -201,8 +201,7 @@ class _Tracing:
         return record
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        last = self._last
-        record = last[1] if last[0] is scope else self._record(scope)
+        record = self._record(scope)
         if record is None:
             if self.metrics_on.is_on:
                 self.enqueued.add(1, {"airlock.intent.name": intent.name})
@@ -303,8 +302,6 @@ class _Tracing:
                 enqueue_context = None
             options = meta.dispatch_options
             destination = options.get("queue") if options else None
-        last = self._last_links
-        links = last[1] if last[0] is enqueue_context else self._links_to(enqueue_context)
         span = self.tracer.start_span(
             f"send {name}",
             context=enqueue_context,
@@ -318,23 +315,24 @@ class _Tracing:
                 "airlock.intent.name": name,
                 "airlock.intent.held_ms": held_ms(intent, now),
             },
-            links=links,
+            links=self._links_to(enqueue_context),
             start_time=now,
         )
         # Current while the executor runs, so its propagate.inject() writes this
         # span's context (and the enqueue-time baggage) into the message.
         token = otel_context.attach(trace.set_span_in_context(span, enqueue_context))
-        last_scope = self._last
-        record = last_scope[1] if last_scope[0] is scope else self._record(scope)
-        self.dispatches[id(intent)] = _Dispatch(span, token, system, now, record)
+        self.dispatches[id(intent)] = _Dispatch(span, token, system, now, self._record(scope))
 
     def _links_to(self, enqueue_context: otel_context.Context | None) -> list[Link] | None:
         """The link from a dispatch span to the span current at enqueue.
 
         The intents of a scope are usually enqueued under the same span, so the
-        last answer is kept (``intent_released`` looks there first): spans may
-        share a ``Link``, which the SDK treats as immutable.
+        last answer is kept: spans may share a ``Link``, which the SDK treats as
+        immutable.
         """
+        last = self._last_links
+        if last[0] is enqueue_context:
+            return last[1]
         links = None
         if enqueue_context is not None:
             enqueued_in = trace.get_current_span(enqueue_context).get_span_context()
