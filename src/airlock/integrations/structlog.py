@@ -147,15 +147,23 @@ class _LogSubscriber:
                 {"scope_id": scope.id, "parent_scope_id": None if parent is None else parent.id},
             )
 
-    # The three per-intent receivers write straight to a structlog logger, without
-    # building a dict of fields first; the other receivers, and the stdlib fallback,
-    # go through _log.
+    # The per-intent receivers write straight to a structlog logger, without
+    # building a dict of fields first; the other receivers, the stdlib fallback and
+    # include_args go through _log.
+
+    def _direct_logger(self) -> Any:
+        """The structlog logger a per-intent event can be written to directly, or None."""
+        if self._include_args:
+            return None
+        if self._logger is not None:
+            return self._logger
+        if structlog.is_configured():
+            return self._default_logger.bind()  # the cached logger, if structlog caches
+        return None
 
     def intent_enqueued(self, scope: Scope, *, intent: Intent) -> None:
-        log = self._logger
-        if log is None and structlog.is_configured():
-            log = self._default_logger.bind()  # the cached logger, if structlog caches
-        if log is None or self._include_args:
+        log = self._direct_logger()
+        if log is None:
             if self._is_enabled(logging.DEBUG):
                 self._log(logging.DEBUG, _ENQUEUED, self._intent_fields(scope, intent))
             return
@@ -201,10 +209,8 @@ class _LogSubscriber:
         return fields
 
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
-        log = self._logger
-        if log is None and structlog.is_configured():
-            log = self._default_logger.bind()
-        if log is None or self._include_args:
+        log = self._direct_logger()
+        if log is None:
             if self._is_enabled(logging.INFO):
                 fields = self._finished(scope, intent, "dispatched")
                 fields["message_id"] = message_id(system_of(scope), result)
