@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import tracemalloc
-from collections.abc import Callable
 
 import blinker
 
 import airlock
 from airlock import signals
-from bench._harness import Figure, best_of
+from bench._harness import Figure, best_of, best_of_each
 
 
 def task(i: int, key: str = "") -> None:
@@ -109,36 +108,24 @@ class _NoOpOnEverySignal(contextlib.AbstractContextManager[None]):
             signal.disconnect(noop_receiver)
 
 
-Run = tuple[Callable[[], object], int, contextlib.AbstractContextManager[object]]
-
-
-def _take_turns(repeat: int, runs: dict[str, Run]) -> dict[str, float]:
-    """Seconds per unit for each ``(fn, units, context)``, the functions taking turns
-    ``repeat`` times, so that a slow spell of the machine lands on all of them, not on
-    one. Each is timed inside its context, which is entered and left untimed."""
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeat):
-        for name, (fn, units, context) in runs.items():
-            with context:
-                best[name] = min(best[name], best_of(fn, repeat=1) / units)
-    return best
-
-
 def run(quick: bool = False) -> list[Figure]:
     repeat = 3 if quick else 9
     n = 1_000
-    none = contextlib.nullcontext()
-    t = _take_turns(
-        repeat,
+    # Units per call of each run, to turn its time per call into time per intent or scope.
+    units = {"floor": n, "plain": n, "observed": n, "empty": 2_000, "depth8": 200, "depth32": 50}
+    per_call = best_of_each(
         {
-            "floor": (lambda: floor(n), n, none),
-            "plain": (lambda: through_airlock(n), n, none),
-            "observed": (lambda: through_airlock(n), n, _NoOpOnEverySignal()),
-            "empty": (lambda: [empty_scope() for _ in range(2_000)], 2_000, none),
-            "depth8": (lambda: [nested(8) for _ in range(200)], 200, none),
-            "depth32": (lambda: [nested(32) for _ in range(50)], 50, none),
+            "floor": lambda: floor(n),
+            "plain": lambda: through_airlock(n),
+            "observed": lambda: through_airlock(n),
+            "empty": lambda: [empty_scope() for _ in range(2_000)],
+            "depth8": lambda: [nested(8) for _ in range(200)],
+            "depth32": lambda: [nested(32) for _ in range(50)],
         },
+        repeat=repeat,
+        contexts={"observed": _NoOpOnEverySignal()},
     )
+    t = {name: seconds / units[name] for name, seconds in per_call.items()}
     base = t["floor"]
     figures = [
         Figure("enqueue+flush 1,000 intents, no observers", t["plain"] / base, "<= 4x", t["plain"] / base <= 4,
@@ -158,11 +145,10 @@ def run(quick: bool = False) -> list[Figure]:
                           growth <= 1.3, f"{t['depth32'] * 1e6:.1f} us at depth 32"))
 
     big_n = 100_000
-    sizes = _take_turns(
-        3 if quick else 5,
-        {"big": (lambda: through_airlock(big_n), big_n, none), "small": (lambda: through_airlock(n), n, none)},
+    sizes = best_of_each(
+        {"big": lambda: through_airlock(big_n), "small": lambda: through_airlock(n)}, repeat=3 if quick else 5
     )
-    big, small = sizes["big"], sizes["small"]
+    big, small = sizes["big"] / big_n, sizes["small"] / n
     figures.append(Figure("per-intent time at 100,000 vs at 1,000 intents", big / small, "<= 1.3x",
                           big / small <= 1.3, f"{big * 1e9:.0f} vs {small * 1e9:.0f} ns"))
 
