@@ -6,20 +6,24 @@ Django discards the ``on_commit`` callbacks registered inside a savepoint when
 that savepoint rolls back, and runs the others when the outermost ``atomic()``
 commits. A scope usually ends *after* the ``atomic()`` blocks inside it, so a
 callback registered at flush would no longer know which savepoint its intent
-came from. So each intent gets a :class:`_CommitTicket` the moment it is
-enqueued, and the ticket itself is the ``on_commit`` callback, registered inside
-whatever savepoint is open at that moment. A ticket then learns one of three
-things, whichever comes first:
+came from. So each intent is tied to a :class:`_CommitTicket` the moment it
+is enqueued, and the ticket itself is the ``on_commit`` callback, registered
+inside whatever savepoint is open at that moment. One ticket serves a whole run
+of intents: the scope reuses it while the same thread, transaction and
+savepoints are open, and makes a new one when that changes, so Django holds one
+callback per savepoint rather than one per intent (it pops its callbacks off
+the front of a list: a callback per intent made a commit quadratic). A ticket
+then learns one of three things, whichever comes first:
 
 - its transaction committed (Django called it) before the scope flushed: it
-  waits, and the flush releases it at once;
-- the scope flushed while the transaction is still open: it is released when
-  Django calls it on commit;
+  waits, and the flush releases its intents at once;
+- the scope flushed while the transaction is still open: its intents are
+  released when Django calls it on commit;
 - its savepoint or transaction rolled back: Django forgot the callback, which
   the flush sees (the ticket is neither called nor still registered). The flush
-  then drops the intent as a policy would, before anything is planned, so it is
-  reported on ``intent_dropped`` with :class:`TransactionRolledBack` and is not
-  among the intents the flush returns.
+  then drops its intents as a policy would, before anything is planned, so they
+  are reported on ``intent_dropped`` with :class:`TransactionRolledBack` and are
+  not among the intents the flush returns.
 
 A rollback *after* the flush (the ticket is scheduled) cannot be reported:
 Django has no rollback hook, and simply never calls the ticket.
@@ -41,11 +45,6 @@ from airlock.typing import Policy
 __all__ = ["DjangoScope", "TransactionRolledBack"]
 
 _log = logging.getLogger("airlock.integrations.django")
-
-_WAITING = "waiting"  # registered, neither committed nor flushed yet
-_COMMITTED = "committed"  # the transaction committed before the scope flushed
-_SCHEDULED = "scheduled"  # flushed; goes out when Django calls it on commit
-_RELEASED = "released"
 
 
 @final
@@ -82,49 +81,84 @@ class TransactionRolledBack:
 
 
 class _CommitTicket:
-    """One intent's wait for its transaction, and Django's ``on_commit`` callback."""
+    """Django's ``on_commit`` callback for a run of one scope's intents.
 
-    __slots__ = ("connection", "intent", "scope", "state")
+    A run is what one scope enqueued, one after the other, in one thread, while
+    the same transaction and the same savepoints were open: the intents Django
+    would have kept or forgotten together had each been a callback of its own.
+    One callback per run keeps a commit linear (Django pops its callbacks off the
+    front of a list) and a savepoint rollback exact.
 
-    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+    A ticket made in autocommit has nothing to wait for: it is never registered
+    and counts as committed. ``parts`` are the intents flushed through it, each
+    with the scope that sends them (one scope may hand part of a run to an
+    ancestor); ``done`` counts the parts sent.
+    """
+
+    __slots__ = ("connection", "done", "hooks", "intents", "is_called", "parts", "savepoints", "thread")
+
+    def __init__(self, connection: BaseDatabaseWrapper, thread: int) -> None:
         self.connection = connection
-        self.intent: Intent | None = None
-        self.scope: DjangoScope | None = None
-        self.state = _WAITING
+        self.thread = thread
+        # Django's run_on_commit list this ticket was appended to; None in autocommit.
+        # Django replaces that list on commit, rollback and savepoint rollback, so
+        # while it is the same list object the ticket is still registered.
+        self.hooks: list[Any] | None = None
+        self.savepoints: list[str | None] = []
+        self.intents: list[Intent] = []
+        self.is_called = True
+        self.parts: list[tuple[DjangoScope, list[Intent]]] = []
+        self.done = 0
+
+    def is_open(self) -> bool:
+        """True while an intent enqueued now belongs to this run."""
+        if self.thread != get_ident():
+            return False
+        connection = self.connection
+        if self.hooks is None:
+            return not connection.in_atomic_block and (connection.connection is None or connection.autocommit)
+        return (
+            connection.run_on_commit is self.hooks
+            and not self.is_called  # TestCase.captureOnCommitCallbacks(execute=True) calls without committing
+            and connection.in_atomic_block
+            and connection.savepoint_ids == self.savepoints
+        )
 
     def __call__(self) -> None:
-        if self.state is _SCHEDULED:
-            self.release()
-        elif self.state is _WAITING:
-            self.state = _COMMITTED
+        self.is_called = True
+        self.release()
 
     def release(self) -> None:
-        """Send the intent now; a failure is logged (``dispatch_failed`` already fired)."""
-        assert self.scope is not None and self.intent is not None
-        self.state = _RELEASED
+        """Send the flushed intents not sent yet, in order; one failing does not stop the others."""
+        parts = self.parts
+        while self.done < len(parts):
+            scope, intents = parts[self.done]
+            self.done += 1
+            for intent in intents:
+                self.release_one(scope, intent)
+
+    def release_one(self, scope: DjangoScope, intent: Intent) -> None:
+        """Send one intent now; a failure is logged (``dispatch_failed`` already fired)."""
         try:
-            self.scope._release_one(self.intent)
+            scope._release_one(intent)
         except Exception:
             _log.exception(
                 "airlock: %s failed to dispatch after commit on database %r; "
                 "it was reported on airlock.signals.dispatch_failed",
-                self.intent,
+                intent,
                 self.connection.alias,
             )
 
-    def is_forgotten(self, registered: set[int]) -> bool:
-        """True when Django dropped the callback: its (save)point rolled back."""
-        return self.state is _WAITING and id(self) not in registered
 
+def scheduled_intents(callback: object, *, released: bool = True) -> list[Intent]:
+    """The intents behind an ``on_commit`` callback, if it is a ``DjangoScope``'s, in order.
 
-def scheduled_intent(callback: object, *, released: bool = True) -> Intent | None:
-    """The intent behind an ``on_commit`` callback, if it is a flushed airlock intent.
-
-    With ``released=False``, only if it has not gone out yet.
+    Only those flushed; with ``released=False``, only those not gone out yet.
     """
-    if type(callback) is _CommitTicket and (callback.state is _SCHEDULED or (released and callback.state is _RELEASED)):
-        return callback.intent
-    return None
+    if type(callback) is not _CommitTicket:
+        return []
+    parts = callback.parts if released else callback.parts[callback.done :]
+    return [intent for _, intents in parts for intent in intents]
 
 
 class DjangoScope(Scope):
@@ -172,7 +206,11 @@ class DjangoScope(Scope):
                 f"settings.DATABASES has {', '.join(map(repr, connections.settings))}"
             )
         self._using: str = using
-        self._tickets: dict[int, _CommitTicket] = {}
+        # One ticket per run of intents (see _CommitTicket), in the order they were
+        # made; _ticket is the newest one of this scope's own, or None after a
+        # capture (later intents then make a new run, behind the captured ones).
+        self._tickets: list[_CommitTicket] = []
+        self._ticket: _CommitTicket | None = None
         # The core runs _judge at flush only when _judges is set (a policy that may
         # refuse). A rollback may refuse too, so _register and _take set _judges once
         # a ticket waits on a transaction; autocommit flushes skip the look-up.
@@ -197,46 +235,70 @@ class DjangoScope(Scope):
         origin: Any,
         options: Mapping[str, Any] | None,
     ) -> Intent:
-        # Register before the intent exists so a refused enqueue (PolicyViolation)
-        # leaves only an empty ticket behind, which does nothing when called.
-        ticket = self._register()
+        # The ticket first: under manual transaction management Django refuses
+        # on_commit, and then nothing may be buffered. A refused enqueue
+        # (PolicyViolation) at worst leaves an empty ticket, which sends nothing.
+        ticket = self._ticket
+        if ticket is None or not ticket.is_open():
+            ticket = self._open_ticket()
         intent = super()._enqueue(task, args, kwargs, name, origin, options)
-        ticket.intent = intent
-        self._tickets[id(intent)] = ticket
+        ticket.intents.append(intent)
         return intent
 
-    def _register(self) -> _CommitTicket:
-        thread, connection = self._connection
-        if thread != get_ident() or connection is None:
+    def _open_ticket(self) -> _CommitTicket:
+        """The ticket for intents enqueued now: a new one, unless only a savepoint rollback moved."""
+        thread = get_ident()
+        known, connection = self._connection
+        if known != thread or connection is None:
             connection = connections[self._using]
-            self._connection = (get_ident(), connection)
-        ticket = _CommitTicket(connection)
+            self._connection = (thread, connection)
         # Only attributes are read here, never the database: this also runs on an
         # event loop (async views), where Django forbids connection I/O and where
         # no transaction can be open anyway.
+        last = self._ticket
+        if (
+            last is not None
+            and last.connection is connection
+            and last.thread == thread
+            and not last.is_called
+            and connection.in_atomic_block
+            and connection.savepoint_ids == last.savepoints
+            and any(entry[1] is last for entry in connection.run_on_commit)
+        ):
+            # Another savepoint rolled back and Django rebuilt its list without
+            # dropping this ticket: same transaction, same savepoints, keep it.
+            last.hooks = connection.run_on_commit
+            return last
+        ticket = _CommitTicket(connection, thread)
         if connection.in_atomic_block or (connection.connection is not None and not connection.autocommit):
             # Inside atomic(): Django stores it with the open savepoints. Manual
             # transaction management: Django raises TransactionManagementError.
             connection.on_commit(ticket, robust=True)
+            ticket.hooks = connection.run_on_commit
+            ticket.savepoints = list(connection.savepoint_ids)
+            ticket.is_called = False
             self._judges = True  # it may roll back before the flush: see _judge
-        else:
-            ticket.state = _COMMITTED
+        self._ticket = ticket
+        self._tickets.append(ticket)
         return ticket
 
     def _take(self, intents: list[Intent], child: Scope) -> None:
-        # Captured intents keep the ticket (and so the transaction) they were born with.
-        # Those from a plain Scope have none: tie them to the transaction open now, as
-        # the child exits (usually still inside the atomic() block they were made in),
-        # so a rollback of that block drops them too.
-        tickets = getattr(child, "_tickets", None) or {}
-        for intent in intents:
-            ticket = tickets.pop(id(intent), None)
-            if ticket is None:
-                ticket = self._register()
-                ticket.intent = intent
-            self._tickets[id(intent)] = ticket
-            if ticket.state is _WAITING:
+        # Captured intents keep the ticket (and so the transaction) they were born
+        # with: the parent takes the child's tickets, and sends, of each, only the
+        # intents it holds. Those from a plain Scope have none: tie them to the
+        # transaction open now, as the child exits (usually still inside the
+        # atomic() block they were made in), so a rollback of that block drops them.
+        if isinstance(child, DjangoScope):
+            theirs = child._tickets
+            self._tickets.extend(theirs)
+            self._ticket = None  # what this scope enqueues next goes after them
+            if not all(ticket.is_called for ticket in theirs):
                 self._judges = True
+        else:
+            ticket = self._ticket
+            if ticket is None or not ticket.is_open():
+                ticket = self._open_ticket()
+            ticket.intents.extend(intents)
         super()._take(intents, child)
 
     def _judge(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:
@@ -256,30 +318,40 @@ class DjangoScope(Scope):
 
     def _drop_rolled_back(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:
         """Split off the intents whose savepoint or transaction Django rolled back."""
-        tickets = self._tickets
-        registered: dict[int, tuple[set[int], TransactionRolledBack]] = {}
+        registered: dict[int, set[int]] = {}
+        forgotten: list[_CommitTicket] = []
+        for ticket in self._tickets:
+            if ticket.is_called:
+                continue
+            connection = ticket.connection
+            hooks = connection.run_on_commit
+            if hooks is ticket.hooks:
+                continue  # Django has not rebuilt its list since: still registered
+            known = registered.get(id(connection))
+            if known is None:
+                known = registered[id(connection)] = {id(entry[1]) for entry in hooks}
+            if id(ticket) not in known:
+                forgotten.append(ticket)
+        if not forgotten:
+            return intents, []
+        gone = {id(ticket) for ticket in forgotten}
+        self._tickets = [ticket for ticket in self._tickets if id(ticket) not in gone]
+        reasons = {id(ticket.connection): TransactionRolledBack(ticket.connection.alias) for ticket in forgotten}
+        why = {id(intent): reasons[id(ticket.connection)] for ticket in forgotten for intent in ticket.intents}
         kept: list[Intent] = []
         dropped: list[tuple[Intent, Policy]] = []
         for intent in intents:
-            ticket = tickets.get(id(intent))
-            if ticket is None or ticket.state is not _WAITING:
+            reason = why.get(id(intent))
+            if reason is None:
                 kept.append(intent)
                 continue
-            connection = ticket.connection
-            known = registered.get(id(connection))
-            if known is None:
-                callbacks = {id(entry[1]) for entry in connection.run_on_commit}
-                known = registered[id(connection)] = (callbacks, TransactionRolledBack(connection.alias))
-            if ticket.is_forgotten(known[0]):
-                _log.info(
-                    "airlock: %s dropped: its savepoint or transaction on database %r rolled back "
-                    "before the scope flushed",
-                    intent,
-                    connection.alias,
-                )
-                dropped.append((intent, known[1]))
-            else:
-                kept.append(intent)
+            _log.info(
+                "airlock: %s dropped: its savepoint or transaction on database %r rolled back "
+                "before the scope flushed",
+                intent,
+                reason.using,
+            )
+            dropped.append((intent, reason))
         return kept, dropped
 
     def schedule_dispatch(self, intents: list[Intent]) -> None:
@@ -287,27 +359,21 @@ class DjangoScope(Scope):
 
         The rolled-back ones were already dropped (see :meth:`_judge`).
         """
-        tickets, self._tickets = self._tickets, {}
-        now: list[_CommitTicket] = []
-        for intent in intents:
-            ticket = tickets.get(id(intent))
-            if ticket is None:
-                # Enqueued in a plain Scope and captured here: the transaction open
-                # now is the best we know of.
-                ticket = self._register()
-                ticket.intent = intent
-                if ticket.state is _WAITING:
-                    ticket.state = _SCHEDULED
-            ticket.scope = self
-            if ticket.state is _SCHEDULED:
-                continue
-            if ticket.state is _COMMITTED:
-                now.append(ticket)
-            else:
-                ticket.state = _SCHEDULED
-        for ticket in now:
-            ticket.release()
+        tickets, self._tickets, self._ticket = self._tickets, [], None
+        parts: list[tuple[_CommitTicket, list[Intent]]]
+        if sum(len(ticket.intents) for ticket in tickets) == len(intents):
+            # Every intent of every ticket is here (no policy refused one, none was
+            # handed up): each ticket sends all of its own.
+            parts = [(ticket, ticket.intents) for ticket in tickets if ticket.intents]
+        else:
+            held = {id(intent) for intent in intents}
+            parts = [(ticket, [intent for intent in ticket.intents if id(intent) in held]) for ticket in tickets]
+        for ticket, part in parts:
+            if part:
+                ticket.parts.append((self, part))
+                if ticket.is_called:  # committed already (or autocommit): send now
+                    ticket.release()
 
     def discard(self, error: BaseException | None = None) -> list[Intent]:
-        self._tickets = {}
+        self._tickets, self._ticket = [], None
         return super().discard(error)

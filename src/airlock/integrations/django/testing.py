@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections  # type: ignore[import-untyp
 from django.test import TestCase  # type: ignore[import-untyped]
 
 from airlock import Intent
-from airlock.integrations.django._scope import scheduled_intent
+from airlock.integrations.django._scope import scheduled_intents
 
 __all__ = ["capture_on_commit", "waiting_for_commit"]
 
@@ -49,7 +49,8 @@ def capture_on_commit(*, using: str = DEFAULT_DB_ALIAS, execute: bool = False) -
         with TestCase.captureOnCommitCallbacks(using=using, execute=execute) as callbacks:
             yield intents
     finally:
-        intents.extend(intent for intent in map(scheduled_intent, callbacks) if intent is not None)
+        for callback in callbacks:
+            intents.extend(scheduled_intents(callback))
 
 
 def waiting_for_commit(using: str = DEFAULT_DB_ALIAS) -> list[Intent]:
@@ -58,5 +59,4 @@ def waiting_for_commit(using: str = DEFAULT_DB_ALIAS) -> list[Intent]:
     .. versionadded:: 0.1
     """
     entries = connections[using].run_on_commit
-    intents = (scheduled_intent(entry[1], released=False) for entry in entries)
-    return [intent for intent in intents if intent is not None]
+    return [intent for entry in entries for intent in scheduled_intents(entry[1], released=False)]
