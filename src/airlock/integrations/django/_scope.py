@@ -129,25 +129,22 @@ class _CommitTicket:
         self.release()
 
     def release(self) -> None:
-        """Send the flushed intents not sent yet, in order; one failing does not stop the others."""
+        """Send the flushed intents not sent yet, in order; a failure is logged (``dispatch_failed`` already fired)."""
         parts = self.parts
         while self.done < len(parts):
             scope, intents = parts[self.done]
             self.done += 1
+            send = scope._release_one
             for intent in intents:
-                self.release_one(scope, intent)
-
-    def release_one(self, scope: DjangoScope, intent: Intent) -> None:
-        """Send one intent now; a failure is logged (``dispatch_failed`` already fired)."""
-        try:
-            scope._release_one(intent)
-        except Exception:
-            _log.exception(
-                "airlock: %s failed to dispatch after commit on database %r; "
-                "it was reported on airlock.signals.dispatch_failed",
-                intent,
-                self.connection.alias,
-            )
+                try:
+                    send(intent)
+                except Exception:  # the others still go
+                    _log.exception(
+                        "airlock: %s failed to dispatch after commit on database %r; "
+                        "it was reported on airlock.signals.dispatch_failed",
+                        intent,
+                        self.connection.alias,
+                    )
 
 
 def scheduled_intents(callback: object, *, released: bool = True) -> list[Intent]:
