@@ -80,6 +80,7 @@ class TransactionRolledBack:
         return f"TransactionRolledBack(using={self.using!r})"
 
 
+@final
 class _CommitTicket:
     """Django's ``on_commit`` callback for a run of one scope's intents.
 
