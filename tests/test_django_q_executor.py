@@ -121,7 +121,7 @@ def test_bad_options_fail_before_anything_is_queued(queue, options, message):
         with pytest.raises(TypeError, match="django_q_executor") as caught:
             flush(record, 1, _dispatch_options=options)
     assert message in str(caught.value)
-    assert failures == [caught.value]
+    assert failures == [caught.value.__cause__]
     assert not queue.exists()
 
 
