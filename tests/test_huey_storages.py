@@ -195,6 +195,18 @@ def test_discarded_scope_never_reaches_the_storage(rig: Rig) -> None:
     rig.idle.flush()
 
 
+def test_a_task_without_delay_or_eta_is_stored_to_run_at_once(rig: Rig) -> None:
+    """The executor always calls schedule(), which Huey refuses without a time; delay=0 queues it now."""
+    rig.idle.flush()
+    with airlock.scope(executor=huey_executor):
+        airlock.enqueue(rig.idle_task, "at-once")
+    assert (rig.idle.pending_count(), rig.idle.scheduled_count()) == (1, 0)
+    (stored,) = rig.idle.pending()
+    assert stored.args == ("at-once",)
+    assert rig.idle.ready_to_run(stored), "a consumer would run it when it takes it, not put it on the schedule"
+    rig.idle.flush()
+
+
 def test_order_is_kept_within_one_flush(rig: Rig) -> None:
     with airlock.scope(executor=huey_executor):
         for i in range(20):
