@@ -90,10 +90,9 @@ def huey_executor(intent: Intent) -> Any:
         carrier = inject({})
         if carrier:
             kwargs = {**kwargs, TRACE_KWARG: carrier}
-    if not options:
-        return task.schedule(args=intent._args, kwargs=kwargs, delay=0)
-    if _SCHEDULING.isdisjoint(options):
-        return task.schedule(args=intent._args, kwargs=kwargs, delay=0, **options)
+    if not options or _SCHEDULING.isdisjoint(options):
+        # Huey's schedule() refuses a call with neither; a delay of 0 queues the task now.
+        return task.schedule(args=intent._args, kwargs=kwargs, delay=0, **(options or {}))
     return task.schedule(args=intent._args, kwargs=kwargs, **options)
 
 
