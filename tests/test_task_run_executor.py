@@ -28,31 +28,28 @@ from airlock.integrations.executors.huey import huey_executor
 from airlock.integrations.huey import airlock_task as huey_task
 
 Executor = Callable[[Intent], Any]
-# A run reports the executor of the scope it ran in.
+# A run reports the executor its follow-up would be sent with.
 Run = Callable[[Executor | None], Executor]
 
 
-handed: list[tuple[str, str]] = []
+def explicit_executor(intent: Intent) -> None: ...
 
 
-def explicit_executor(intent: Intent) -> None:
-    handed.append(("explicit", intent.name))
+def configured_executor(intent: Intent) -> None: ...
 
 
-def configured_executor(intent: Intent) -> None:
-    handed.append(("configured", intent.name))
+def outer_executor(intent: Intent) -> None: ...
 
 
-def follow_up() -> None:
-    """Enqueued by every run; only the stand-in executors are handed it."""
+def follow_up() -> None: ...
 
 
 def _seen() -> Executor:
     scope = airlock.get_current_scope()
     assert scope is not None, "the task body ran outside a scope"
-    if scope.executor in (explicit_executor, configured_executor):
-        airlock.enqueue(follow_up)
-    return scope.executor
+    with airlock.policy(airlock.DropAll()):  # never sent: which executor would send it is the point
+        intent = airlock.enqueue(follow_up)
+    return scope.executor_for(intent)
 
 
 def run_celery(explicit: Executor | None) -> Executor:
@@ -129,14 +126,30 @@ def test_a_run_defaults_to_its_own_queue(run: Run, own_queue: Executor) -> None:
 @pytest.mark.parametrize(("run", "own_queue"), BACKENDS, ids=IDS)
 def test_a_configured_executor_wins_over_the_own_queue(run: Run, own_queue: Executor) -> None:
     airlock.configure(executor=configured_executor)
-    handed.clear()
     assert run(None) is configured_executor
-    assert handed == [("configured", "follow_up")]
 
 
 @pytest.mark.parametrize(("run", "own_queue"), BACKENDS, ids=IDS)
 def test_an_explicit_executor_wins_over_the_configured_one(run: Run, own_queue: Executor) -> None:
     airlock.configure(executor=configured_executor)
-    handed.clear()
+    # Not bound to the task either: a function given as Celery's airlock_executor stays that function.
     assert run(explicit_executor) is explicit_executor
-    assert handed == [("explicit", "follow_up")], "called with the intent alone, as any executor"
+
+
+IN_PROCESS = [backend for backend in BACKENDS if backend[0] is not run_dramatiq]
+IN_PROCESS_IDS = [name for name in IDS if name != "dramatiq"]
+
+
+@pytest.mark.parametrize(("run", "own_queue"), IN_PROCESS, ids=IN_PROCESS_IDS)
+def test_a_run_nested_in_another_scope_keeps_its_own_queue(run: Run, own_queue: Executor) -> None:
+    """Called in-process inside a scope that chose an executor, the run still chose its own queue."""
+    with airlock.scope(executor=outer_executor):
+        assert run(None) is own_queue
+        assert run(explicit_executor) is explicit_executor
+
+
+@pytest.mark.parametrize(("run", "own_queue"), IN_PROCESS, ids=IN_PROCESS_IDS)
+def test_a_configured_executor_is_a_default_that_an_enclosing_choice_overrides(run: Run, own_queue: Executor) -> None:
+    airlock.configure(executor=configured_executor)
+    with airlock.scope(executor=outer_executor):
+        assert run(None) is outer_executor

@@ -13,16 +13,19 @@ __all__ = ["executor_for_run"]
 
 def executor_for_run(
     explicit: Callable[[Intent], Any] | None, own_queue: Callable[[Intent], Any]
-) -> Callable[[Intent], Any]:
-    """The executor of one task run: ``explicit``, else the configured one, else ``own_queue``.
+) -> Callable[[Intent], Any] | None:
+    """What a task run passes as ``airlock.scope(executor=...)``: explicit, else configured, else its own queue.
 
     A task that runs on a worker and enqueues follow-ups means them for the same
-    queue ("is also queued via Celery"), not for an inline call in the worker,
-    so a run's own queue is the default, and ``airlock.configure(executor=...)``
-    or the integration's own ``executor=`` still win. Read at each run, so a
-    ``configure()`` made after the task was declared applies.
+    queue ("is also queued via Celery"), not for an inline call in the worker, so
+    the run's own queue is its default, and a choice like an explicit one: nested
+    in another scope (a run called in-process), the run's intents still go through
+    it. ``None`` when ``airlock.configure(executor=...)`` set one: ``scope()``
+    applies it as the default it is, which an enclosing scope's choice overrides.
+    Read at each run, so a ``configure()`` made after the task was declared applies.
     """
     if explicit is not None:
         return explicit
-    configured: Callable[[Intent], Any] | None = airlock.get_configuration()["executor"]
-    return own_queue if configured is None else configured
+    if airlock.get_configuration()["executor"] is not None:
+        return None
+    return own_queue
