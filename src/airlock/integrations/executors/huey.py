@@ -8,7 +8,7 @@ are checked by name, so a typo fails loudly instead of being dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
@@ -20,9 +20,11 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
+from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
-__all__ = ["HUEY_OPTIONS", "TRACE_KWARG", "huey_executor"]
+__all__ = ["HUEY_OPTIONS", "TRACE_KWARG", "huey_executor", "make_huey_executor"]
 
 HUEY_OPTIONS: frozenset[str] = frozenset(
     {"eta", "delay", "priority", "retries", "retry_delay", "retry_backoff", "expires", "timeout", "id"}
@@ -62,12 +64,41 @@ def huey_executor(intent: Intent) -> Any:
     The return value (Huey's ``Result`` handle, or ``None`` when the Huey instance
     stores no results) travels on ``intent_dispatched`` as ``result``.
 
+    Each publish to a Redis storage waits at most about
+    :data:`DEFAULT_PUBLISH_TIMEOUT` seconds (see :func:`make_huey_executor`).
+
     Raises:
         TypeError: An option name Huey's ``schedule()`` does not take, or options
             for a plain function (it runs now, so they could not apply).
 
     .. versionadded:: 0.1
     """
+    return _dispatch(intent, DEFAULT_PUBLISH_TIMEOUT)
+
+
+def make_huey_executor(*, timeout: float = DEFAULT_PUBLISH_TIMEOUT) -> Callable[[Intent], Any]:
+    """A :func:`huey_executor` whose publishes give up after ``timeout`` seconds.
+
+    The bound is set on the connection pool of the task's Huey storage (Redis
+    storages), the first time the executor sends to it: connect and socket
+    timeouts and no retries. The socket timeout adds the storage's
+    ``read_timeout`` when it blocks, so that a consumer in the same process can
+    still wait on its queue. After a storage cannot be reached, the other intents
+    of the flush for it fail at once
+    (see :class:`~airlock.integrations.executors.BrokerUnavailableError`).
+
+    Args:
+        timeout: Seconds, above 0.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number.
+
+    .. versionadded:: 0.1
+    """
+    return _deadline.with_timeout(_dispatch, timeout, "make_huey_executor", huey_executor)
+
+
+def _dispatch(intent: Intent, timeout: float) -> Any:
     task = intent._task
     options = intent.dispatch_options
     if options:
@@ -91,6 +122,18 @@ def huey_executor(intent: Intent) -> Any:
         carrier = inject({})
         if carrier:
             kwargs = {**kwargs, TRACE_KWARG: carrier}
+    storage = task.huey.storage
+    pool = getattr(storage, "pool", None)
+    if pool is None or not hasattr(pool, "connection_kwargs"):
+        return _enqueue(task, intent, kwargs, options)  # not Redis: nothing to bound
+    timeout = _deadline.timeout_for(timeout)
+    _deadline.bound_redis_pool(pool, timeout, reading=storage.read_timeout if storage.blocking else 0.0)
+    return _deadline.guarded(
+        storage, timeout, intent.name, lambda: _enqueue(task, intent, kwargs, options), _is_unreachable
+    )
+
+
+def _enqueue(task: Any, intent: Intent, kwargs: dict[str, Any], options: Mapping[str, Any] | None) -> Any:
     if not options:
         # What TaskWrapper.__call__ does, minus its taking eta/delay/priority/...
         # out of the task's own keyword arguments.
@@ -103,3 +146,18 @@ def huey_executor(intent: Intent) -> Any:
 def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
     takes = f"Huey's schedule() takes {', '.join(sorted(HUEY_OPTIONS))}"
     reject_unknown_options("huey_executor", options, HUEY_OPTIONS, intent.name, takes)
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    return _deadline.any_cause(error, _CONNECTION_ERRORS)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import redis.exceptions
+    except ImportError:  # pragma: no cover - Huey without Redis
+        return (OSError,)
+    return (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+_CONNECTION_ERRORS = _connection_errors()
