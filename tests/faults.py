@@ -34,7 +34,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FAULTS", "ClosedPort", "Outcome", "OwnRedis", "Proxy", "cases", "fault", "flush_into", "free_port"]
+__all__ = [
+    "FAULTS",
+    "ClosedPort",
+    "Outcome",
+    "OwnRedis",
+    "Proxy",
+    "cases",
+    "fault",
+    "flush_into",
+    "free_port",
+    "target",
+]
 
 
 def free_port() -> int:
@@ -356,7 +367,9 @@ class Outcome:
         return len(self.dispatched) + len(self.failed)
 
 
-def _target(queue: str, url: str, executor: Callable[[Any], Any] | None) -> tuple[Any, Any, Callable[[], None]]:
+def target(
+    queue: str, url: str, executor: Callable[[Any], Any] | None = None
+) -> tuple[Any, Any, Callable[[], None]]:
     """A task of ``queue`` on the broker at ``url``, the executor to send it, and a cleanup."""
     name = f"airlock_faults_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     if queue == "celery":
@@ -425,7 +438,7 @@ def flush_into(
     from airlock import signals
 
     with fault(queue, name) as (url, before, mid_flush):
-        task, send, close = _target(queue, url, executor)
+        task, send, close = target(queue, url, executor)
         try:
             if before is not None:
                 with airlock.scope(executor=send):
