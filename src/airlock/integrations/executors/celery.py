@@ -23,6 +23,8 @@ try:
     from celery.app.task import Task  # type: ignore[import-untyped]
     from kombu.exceptions import OperationalError
     from kombu.pools import ProducerPool
+    from kombu.serialization import dumps as kombu_dumps
+    from kombu.serialization import loads as kombu_loads
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("airlock.integrations.executors.celery needs Celery: pip install 'airlock[celery]'") from error
 
@@ -31,6 +33,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._checks import check_arguments, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -161,10 +164,7 @@ def _dispatch(intent: Intent, timeout: float) -> Any:
         if delay is None:
             return sync_executor(intent)
         if options:
-            raise TypeError(
-                f"{intent.name} has .delay() but no .apply_async(), so its "
-                f"_dispatch_options {sorted(options)} cannot be passed; drop them or use a Celery task"
-            )
+            _refuse_options_for_delay(intent, options)
         return _send(delay, *intent.args, **intent.kwargs)
     options = _with_trace_headers(options)
     app = getattr(task, "app", None)
@@ -185,6 +185,54 @@ def _dispatch(intent: Intent, timeout: float) -> Any:
     if options:
         return _send(apply_async, intent.args, intent.kwargs, **options)
     return _send(apply_async, intent.args, intent.kwargs)
+
+
+def _check_at_enqueue(intent: Intent) -> Intent | None:
+    """``celery_executor.check_enqueue``: options, arguments and their snapshot, at enqueue.
+
+    The arguments must fit the task's signature (unless the task sets
+    ``typing = False``) and survive the serializer the message will use (the
+    ``serializer`` option, else the task's, else Celery's ``task_serializer``),
+    through kombu's own encoder. What comes back from it is what is sent.
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if getattr(task, "apply_async", None) is None:
+        if options and getattr(task, "delay", None) is not None:
+            _refuse_options_for_delay(intent, options)
+        return None  # called in-process, like the sync executor
+    if options:
+        _check_options(options, intent)
+    run = task.run if isinstance(task, Task) else None
+    if run is not None and getattr(task, "typing", True):
+        check_arguments("celery_executor", intent, run)
+    serializer = (options and options.get("serializer")) or getattr(task, "serializer", None) or "json"
+    return snapshot("celery_executor", intent, _round_trip(serializer), serializer, run)
+
+
+celery_executor.check_enqueue = _check_at_enqueue  # type: ignore[attr-defined]
+
+_round_trips: dict[str, Callable[[Any], Any]] = {}
+
+
+def _round_trip(serializer: str) -> Callable[[Any], Any]:
+    """Encode and decode with kombu's serializer registry, as Celery does with a message body."""
+    round_trip = _round_trips.get(serializer)
+    if round_trip is None:
+
+        def round_trip(data: Any) -> Any:
+            content_type, encoding, body = kombu_dumps(data, serializer=serializer)  # type: ignore[no-untyped-call]
+            return kombu_loads(body, content_type, encoding, force=True)  # type: ignore[no-untyped-call]
+
+        _round_trips[serializer] = round_trip
+    return round_trip
+
+
+def _refuse_options_for_delay(intent: Intent, options: Mapping[str, Any]) -> None:
+    raise TypeError(
+        f"{intent.name} has .delay() but no .apply_async(), so its "
+        f"_dispatch_options {sorted(options)} cannot be passed; drop them or use a Celery task"
+    )
 
 
 def _send(method: Any, /, *args: Any, **options: Any) -> Any:

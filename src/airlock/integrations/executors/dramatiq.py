@@ -25,6 +25,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._checks import check_arguments, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -122,15 +123,49 @@ def _dispatch(intent: Intent, timeout: float) -> Any:
         _bound(broker, timeout)
         return _deadline.guarded(broker, timeout, intent.name, publish, _is_unreachable)
     if options:
-        kind = "has .send() but no .send_with_options()" if hasattr(task, "send") else "is not an actor"
-        raise TypeError(
-            f"dramatiq_executor: {intent.name} {kind}, so its _dispatch_options "
-            f"{sorted(options)} cannot be applied; drop them or enqueue a Dramatiq actor"
-        )
+        _refuse_options(intent, options)
     send = getattr(task, "send", None)
     if send is not None:
         return send(*intent._args, **intent._kwargs)
     return sync_executor(intent)
+
+
+def _check_at_enqueue(intent: Intent) -> Intent | None:
+    """``dramatiq_executor.check_enqueue``: options, arguments and their snapshot, at enqueue.
+
+    The arguments must fit the actor's function and survive Dramatiq's encoder
+    (``dramatiq.get_encoder()``, JSON unless you set another); what comes back
+    from it is what is sent.
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if getattr(task, "send_with_options", None) is None:
+        if options:
+            _refuse_options(intent, options)
+        return None
+    if options:
+        _check_options(options, intent)
+    fn = getattr(task, "fn", None)
+    check_arguments("dramatiq_executor", intent, fn)
+    encoder = dramatiq.get_encoder()
+    kind = "JSON" if type(encoder) is dramatiq.JSONEncoder else type(encoder).__name__
+
+    def round_trip(data: Any) -> Any:
+        decoded = encoder.decode(encoder.encode({"args": data[0], "kwargs": data[1]}))
+        return decoded["args"], decoded["kwargs"]
+
+    return snapshot("dramatiq_executor", intent, round_trip, kind, fn)
+
+
+dramatiq_executor.check_enqueue = _check_at_enqueue  # type: ignore[attr-defined]
+
+
+def _refuse_options(intent: Intent, options: Mapping[str, Any]) -> None:
+    kind = "has .send() but no .send_with_options()" if hasattr(intent._task, "send") else "is not an actor"
+    raise TypeError(
+        f"dramatiq_executor: {intent.name} {kind}, so its _dispatch_options "
+        f"{sorted(options)} cannot be applied; drop them or enqueue a Dramatiq actor"
+    )
 
 
 def _with_trace(options: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 try:
     from huey.api import TaskWrapper  # type: ignore[import-untyped]  # Huey ships no type hints
+    from huey.serializer import Serializer  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("airlock.integrations.executors.huey needs Huey: pip install 'airlock[huey]'") from error
 
@@ -21,6 +22,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._checks import check_arguments, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -107,11 +109,7 @@ def _dispatch(intent: Intent, timeout: float) -> Any:
         schedule = getattr(task, "schedule", None)
         if schedule is None:
             if options:
-                raise TypeError(
-                    f"huey_executor: {intent.name} is not a Huey task, so it runs in-process "
-                    f"now and its _dispatch_options {sorted(options)} cannot apply; "
-                    "drop them or enqueue a @huey.task()"
-                )
+                _refuse_options(intent, options)
             return sync_executor(intent)
         # A task-like object of another kind: its own schedule() or call is all we know.
         if options:
@@ -141,6 +139,40 @@ def _enqueue(task: Any, intent: Intent, kwargs: dict[str, Any], options: Mapping
     if _SCHEDULING.isdisjoint(options):
         return task.huey.enqueue(task.task_class(intent._args, kwargs, **options))
     return task.schedule(intent._args, kwargs, **options)
+
+
+def _check_at_enqueue(intent: Intent) -> Intent | None:
+    """``huey_executor.check_enqueue``: options, arguments and their snapshot, at enqueue.
+
+    The arguments must fit the task's function (``task=`` counts as given for a
+    ``context=True`` task) and survive the Huey instance's serializer (pickle
+    by default); what comes back from it is what is sent.
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if options:
+        _check_options(options, intent)
+    if not isinstance(task, TaskWrapper):
+        if options and getattr(task, "schedule", None) is None:
+            _refuse_options(intent, options)
+        return None
+    check_arguments("huey_executor", intent, task.func, injected=("task",) if task.context else ())
+    serializer = task.huey.serializer
+    kind = "pickle" if type(serializer) is Serializer else type(serializer).__name__
+    return snapshot(
+        "huey_executor", intent, lambda data: serializer.deserialize(serializer.serialize(data)), kind, task.func
+    )
+
+
+huey_executor.check_enqueue = _check_at_enqueue  # type: ignore[attr-defined]
+
+
+def _refuse_options(intent: Intent, options: Mapping[str, Any]) -> None:
+    raise TypeError(
+        f"huey_executor: {intent.name} is not a Huey task, so it runs in-process "
+        f"now and its _dispatch_options {sorted(options)} cannot apply; "
+        "drop them or enqueue a @huey.task()"
+    )
 
 
 def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
