@@ -4,6 +4,7 @@ Never the shared services: every server here listens on a free port of its own
 and is stopped, frozen (SIGSTOP) or killed by its own pid.
 
 - :class:`OwnRedis`: a ``redis-server`` of our own, daemonized with a pidfile.
+- :class:`OwnRabbitMQ`: a RabbitMQ node of our own (slow to boot: bench only).
 - :class:`ClosedPort`: a port nothing listens on (held bound, so nobody takes it).
 - :class:`Proxy`: a TCP proxy we control in front of a real broker, which we can
   stop (connections reset, new ones refused) or freeze (connections accepted,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -38,6 +40,7 @@ __all__ = [
     "FAULTS",
     "ClosedPort",
     "Outcome",
+    "OwnRabbitMQ",
     "OwnRedis",
     "Proxy",
     "cases",
@@ -185,6 +188,83 @@ def _is_alive(pid: int | None) -> bool:
     except OSError:
         return True
     return "\nState:\tZ" not in status
+
+
+class OwnRabbitMQ(_Owned):
+    """A RabbitMQ node of our own: its own ports, epmd, cookie, data and logs, in a temp dir.
+
+    It takes about 20 s to boot here, too long for the tests; ``bench faults`` uses
+    it when ``AIRLOCK_BENCH_OWN_RABBITMQ=1``, and the proxy otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.port, self._dist_port, self._epmd_port = free_port(), free_port(), free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="airlock-rabbitmq-"))
+        (self._dir / "home").mkdir()
+        (self._dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        self._env = {
+            **os.environ,
+            "HOME": str(self._dir / "home"),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": f"airlock-{os.getpid()}-{self.port}@localhost",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "ERL_EPMD_PORT": str(self._epmd_port),  # its own epmd, not the shared one
+            "RABBITMQ_CONFIG_FILE": str(self._dir / "rabbitmq.conf"),
+            "RABBITMQ_MNESIA_BASE": str(self._dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self._dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self._dir / "rabbitmq.pid"),
+        }
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def __enter__(self) -> OwnRabbitMQ:
+        self.start()
+        return self
+
+    def start(self, timeout: float = 90.0) -> None:
+        with open(self._dir / "server.out", "ab") as out:
+            self._process = subprocess.Popen(
+                [_rabbitmq_server()], env=self._env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        _wait_for(lambda: _accepts(self.port), f"rabbitmq on port {self.port}", timeout)
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM to the Erlang VM) and wait until it is gone."""
+        pidfile = self._dir / "rabbitmq.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _wait_for(lambda: not _is_alive(pid), f"rabbitmq pid {pid} to exit", 30)
+        if self._process is not None:
+            self._process.wait(30)
+            self._process = None
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            subprocess.run(["epmd", "-kill"], env=self._env, capture_output=True, check=False)
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _rabbitmq_server() -> str:
+    """The server script itself: Debian's ``rabbitmq-server`` is a wrapper that runs
+    it as the rabbitmq user, with the shared node's log files."""
+    found = shutil.which("rabbitmq-server")
+    if found is None:
+        raise RuntimeError("rabbitmq-server is not installed")
+    text = Path(found).read_text(errors="replace")
+    if "su rabbitmq" not in text:
+        return found
+    behind = re.search(r"(/\S+)/\$\{SCRIPT\}", text)
+    if behind is None:
+        raise RuntimeError(f"cannot find the server script behind the wrapper {found}")
+    return f"{behind.group(1)}/rabbitmq-server"
 
 
 class ClosedPort(_Owned):
@@ -356,7 +436,8 @@ def cases() -> list[tuple[str, str]]:
 class Outcome:
     """What one flush of ``count`` intents into a fault did."""
 
-    seconds: float
+    seconds: float  # the flush, less the time spent breaking the broker
+    breaking: float = 0.0  # waiting, mid-flush, for the broker to be gone
     dispatched: list[Any] = field(default_factory=list)  # intents sent
     failed: list[tuple[Any, BaseException]] = field(default_factory=list)  # (intent, error) reported
     raised: BaseException | None = None  # what the flush raised, if anything
@@ -417,6 +498,9 @@ def fault(queue: str, name: str) -> Iterator[tuple[str, Callable[[], None] | Non
     elif name == "redis frozen":
         with OwnRedis() as server:
             yield server.url, server.freeze, None
+    elif name == "rabbitmq stopped mid-flush" and os.environ.get("AIRLOCK_BENCH_OWN_RABBITMQ") == "1":
+        with OwnRabbitMQ() as node:
+            yield node.url, None, node.stop
     elif name == "rabbitmq stopped mid-flush":
         with Proxy(RABBITMQ) as proxy:
             yield f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", None, proxy.stop
@@ -449,7 +533,9 @@ def flush_into(
             def on_dispatched(scope: Any, intent: Any, result: Any) -> None:
                 outcome.dispatched.append(intent)
                 if mid_flush is not None and len(outcome.dispatched) == STOP_AFTER:
+                    breaking = time.perf_counter()
                     mid_flush()
+                    outcome.breaking = time.perf_counter() - breaking
 
             def on_failed(scope: Any, intent: Any, error: BaseException) -> None:
                 outcome.failed.append((intent, error))
@@ -467,7 +553,7 @@ def flush_into(
                 start = time.perf_counter()
                 worker.start()
                 worker.join(cap)
-                outcome.seconds = time.perf_counter() - start
+                outcome.seconds = time.perf_counter() - start - outcome.breaking
                 outcome.finished = not worker.is_alive()
         finally:
             with contextlib.suppress(Exception):
