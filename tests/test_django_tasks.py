@@ -23,7 +23,8 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 import airlock
-from airlock import signals
+from airlock import AssertNoEffects, PolicyViolation, signals
+from airlock._executors import sync_executor
 from airlock.integrations.django import DjangoScope
 from airlock.integrations.django_tasks import AirlockBackend, AirlockTaskResult
 from airlock.integrations.executors.django_tasks import django_tasks_executor
@@ -33,7 +34,10 @@ from tests.djangoproject.shop.models import Order
 
 require_database()
 
-pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+# Most tests run inside the test's own transaction (rolled back after it, which is
+# fast); the few about commits and rollbacks mark themselves ``committing``.
+pytestmark = pytest.mark.django_db
+committing = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 
 class Boom(Exception):
@@ -287,6 +291,7 @@ def test_flushed_scope_reaches_the_backend_once(alias, enqueued_signals):
         assert [result.id for result in task_backends[alias].results] == [handle.task_result.id]
 
 
+@committing
 def test_nothing_before_the_commit_and_nothing_after_a_rollback(enqueued_signals):
     airlock.configure(scope_cls=DjangoScope, executor=django_tasks_executor)
     with transaction.atomic():
@@ -301,6 +306,7 @@ def test_nothing_before_the_commit_and_nothing_after_a_rollback(enqueued_signals
     assert len(stored()) == 1 and len(enqueued_signals) == 1
 
 
+@committing
 def test_a_commit_on_one_database_never_releases_a_task_bound_to_the_other():
     airlock.configure(scope_cls=DjangoScope, executor=django_tasks_executor)
     with transaction.atomic(using="other"):
@@ -319,11 +325,20 @@ async def test_aenqueue_is_held_too():
     assert handle.is_sent
 
 
-def test_an_executor_that_cannot_send_a_task_is_refused_at_enqueue():
-    with airlock.scope(), pytest.raises(TypeError, match="django_tasks_executor") as raised:
-        tasks.record.enqueue("sync executor")
-    assert "settings.AIRLOCK['EXECUTOR']" in str(raised.value)
-    assert stored() == []
+@pytest.mark.parametrize("executor", [None, sync_executor], ids=["nothing-chosen", "sync-chosen"])
+def test_held_tasks_reach_the_backend_whatever_executor_the_scope_has(executor):
+    """The sync executor would run a Django Task in-process; AirlockBackend's go to the backend."""
+    with airlock.scope(executor=executor) as scope:
+        handle = tasks.child.enqueue("still queued")
+        assert scope.intents and scope.executor_for(scope.intents[0]) is django_tasks_executor
+    assert handle.is_sent and len(stored()) == 1
+    assert not Order.objects.exists(), "queued, not run in this process"
+
+
+def test_a_gating_policy_still_refuses_a_held_enqueue_on_the_spot():
+    with airlock.scope(AssertNoEffects()) as scope, pytest.raises(PolicyViolation):
+        tasks.child.enqueue("forbidden")
+    assert scope.intents == [] and stored() == []
 
 
 def test_bad_arguments_are_refused_by_the_held_enqueue():

@@ -101,7 +101,7 @@ else:
     TASKS = {
         "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
         "db": _DB_TASKS,
-        "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"},
+        "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend", "QUEUES": ["default", "emails"]},
         "plain": {"BACKEND": "tests.django_tasks_support.backends.PlainBackend"},
         "airlock_db": {"BACKEND": "airlock.integrations.django_tasks.AirlockBackend", "OPTIONS": {"WRAPS": _DB_TASKS}},
         "airlock_immediate": {
@@ -110,6 +110,6 @@ else:
         },
         "airlock_dummy": {
             "BACKEND": "airlock.integrations.django_tasks.AirlockBackend",
-            "OPTIONS": {"WRAPS": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}},
+            "OPTIONS": {"WRAPS": {"BACKEND": "django.tasks.backends.dummy.DummyBackend", "QUEUES": ["default"]}},
         },
     }

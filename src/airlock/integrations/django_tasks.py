@@ -46,10 +46,10 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 
 import airlock
 from airlock._config import config
-from airlock._context import hooks
+from airlock._policies import checks_on_enqueue
 from airlock._propagation import continue_trace
 from airlock._scope import Scope
-from airlock.integrations._observe import messaging_system
+from airlock.integrations._observe import system_of
 from airlock.integrations.executors.django_tasks import (
     TASK_RUN_MARK,
     TRACE_KWARG,
@@ -198,7 +198,8 @@ def airlock_task(
 # -- AirlockBackend ------------------------------------------------------------------
 
 _ENTRY_KEYS = ("BACKEND", "QUEUES", "OPTIONS")
-# Airlock's own executors, none of which can hand a Django Task to its backend.
+# airlock's own executors other than django_tasks_executor: none hands a Django Task
+# to its backend (the sync executor would run it in this process).
 _CANNOT_SEND = frozenset({"sync", "celery", "huey", "dramatiq", "django_q"})
 
 
@@ -347,11 +348,18 @@ class AirlockBackend(BaseTaskBackend):  # type: ignore[misc]
         return handle
 
     def _hold(self, task: Any, args: Any, kwargs: Any) -> AirlockTaskResult:
+        held = _Held(self.alias)
         scope = airlock.get_current_scope()
         assert scope is not None
-        _check_executor(scope, task)
-        held = _Held(self.alias)
-        intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
+        if system_of(scope) in _CANNOT_SEND:
+            # The scope would send it another way (or call it in-process): give the
+            # intent a one-intent scope that chose django_tasks_executor; the current
+            # scope captures it, so it keeps that executor and shares the scope's fate.
+            policy = scope.policy if checks_on_enqueue(scope.policy) else None
+            with Scope(policy, executor=django_tasks_executor):
+                intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
+        else:
+            intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
         handle = AirlockTaskResult(
             task=task,
             id=intent.id,
@@ -369,31 +377,6 @@ class AirlockBackend(BaseTaskBackend):  # type: ignore[misc]
         held.handle = handle
         _handles[handle.id] = handle
         return handle
-
-
-def _check_executor(scope: Scope, task: Any) -> None:
-    """Refuse at enqueue an executor that would fail to send a Django Task after the commit."""
-    if hooks.executor_override is not None:
-        return
-    executor_for = getattr(scope, "executor_for", None)
-    executor = scope.executor if executor_for is None else None
-    if executor is None:
-        # executor_for needs an intent; the scope's choice does not depend on which.
-        from airlock._intent import Intent
-
-        executor = executor_for(Intent(_placeholder))  # type: ignore[misc]
-    system = messaging_system(executor)
-    if system in _CANNOT_SEND:
-        raise TypeError(
-            f"AirlockBackend: {task.name}.enqueue() is held for {scope!r}, whose executor "
-            f"({getattr(executor, '__name__', executor)!r}, {system}) cannot hand a django.tasks Task to "
-            "its backend; set settings.AIRLOCK['EXECUTOR'] = "
-            "'airlock.integrations.executors.django_tasks.django_tasks_executor' (or give the scope that executor)"
-        )
-
-
-def _placeholder() -> None:
-    """Stands in for a task when asking a scope which executor it would use."""
 
 
 def _combine(wrapped: type) -> type:

@@ -28,7 +28,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 
 from airlock._context import hooks
 from airlock._executors import sync_executor
-from airlock._intent import Intent
+from airlock._intent import Intent, with_arguments
 from airlock._propagation import inject
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -131,8 +131,6 @@ def check_enqueue(intent: Intent) -> Intent | None:
         _check_options(task, options, intent)
     args = json_copy(intent._args, "args", intent)
     kwargs = json_copy(intent._kwargs, "kwargs", intent)
-    from airlock._intent import with_arguments
-
     return with_arguments(intent, tuple(args), kwargs)
 
 
