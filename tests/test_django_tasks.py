@@ -27,10 +27,11 @@ from airlock import AssertNoEffects, PolicyViolation, signals
 from airlock._executors import sync_executor
 from airlock.integrations.django import DjangoScope
 from airlock.integrations.django_tasks import AirlockBackend, AirlockTaskResult
-from airlock.integrations.executors.django_tasks import django_tasks_executor
+from airlock.integrations.executors.django_tasks import TRACE_KWARG, django_tasks_executor
 from tests.django_tasks_support import tasks
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop.models import Order
+from tests.otel_support import instrumented
 
 require_database()
 
@@ -388,3 +389,33 @@ def test_the_wrapper_is_also_the_real_backends_class():
     backend = task_backends["airlock_db"]
     assert isinstance(backend, AirlockBackend) and isinstance(backend, DatabaseBackend)
     assert backend.queues == {"default", "emails"} and backend.supports_defer
+
+
+# -- observability ------------------------------------------------------------------------
+
+
+def test_dispatch_spans_say_django_tasks_and_carry_the_result_id():
+    with instrumented() as otel:
+        with airlock.scope(executor=django_tasks_executor):
+            airlock.enqueue(tasks.child.using(backend="dummy"), "spanned")
+        with airlock.scope():
+            handle = tasks.child.using(backend="airlock_dummy").enqueue("held")
+    sends = otel.named("send child")
+    assert [span.attributes["messaging.system"] for span in sends] == ["django_tasks", "django_tasks"]
+    [plain] = dummy_results()
+    assert [span.attributes["messaging.message.id"] for span in sends] == [plain.id, handle.task_result.id]
+    assert TRACE_KWARG not in plain.kwargs, "only airlock_task tasks take the trace keyword"
+
+
+def test_airlock_task_gets_the_trace_keyword_and_never_sees_it():
+    results = []
+    signals.intent_dispatched.connect(lambda sender, intent, result: results.append(result), weak=False)
+    with instrumented() as otel:
+        with airlock.scope(executor=django_tasks_executor):
+            airlock.enqueue(tasks.traced.using(backend="airlock_immediate"), "token")
+    [result] = results
+    assert result.status == TaskResultStatus.SUCCESSFUL, result.errors  # traced(token) takes no other keyword
+    assert TRACE_KWARG in result.kwargs
+    (send,) = otel.named("send traced")
+    runs = [span for span in otel.spans if span.name == "airlock.scope" and span.parent is not None]
+    assert [span.parent.span_id for span in runs] == [send.context.span_id], "the run's scope is inside the send"

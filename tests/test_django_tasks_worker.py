@@ -9,6 +9,7 @@ follow-ups go through ``django_tasks_executor`` as the task-run scope's default.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -26,10 +27,11 @@ from django_tasks_db.models import DBTaskResult
 
 import airlock
 from airlock.integrations.django import DjangoScope
-from airlock.integrations.executors.django_tasks import django_tasks_executor
+from airlock.integrations.executors.django_tasks import TRACE_KWARG, django_tasks_executor
 from tests.conftest import require_service
 from tests.django_tasks_support import Worker, tasks, wait_for
 from tests.djangoproject.shop.models import Order
+from tests.otel_support import instrumented, request_enqueuing
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -162,3 +164,24 @@ def test_takes_context_tasks_keep_working(worker, name):
     handle.refresh()
     assert handle.status == TaskResultStatus.SUCCESSFUL and isinstance(handle.finished_at, datetime)
     wait_for(lambda: children(f"{name}-ctx"), what="the follow-up")
+
+
+def test_the_run_joins_the_enqueuers_trace_across_processes(worker):
+    """The trace context travels as airlock_task's keyword; the worker's run continues it."""
+    with instrumented() as otel:
+        token = os.urandom(8).hex()
+        request = request_enqueuing(otel, django_tasks_executor, tasks.traced, token)
+    trace_id = format(request.get_span_context().trace_id, "032x")
+    (send,) = otel.named("send traced")
+    assert send.attributes["messaging.system"] == "django_tasks"
+    [run] = finished(worker, count=1, id=send.attributes["messaging.message.id"])
+    assert run.status == TaskResultStatus.SUCCESSFUL, run.traceback
+    assert TRACE_KWARG in run.args_kwargs["kwargs"], "the carrier is stored with the task"
+    report = run.return_value
+    assert report["token"] == token and report["trace_id"] == trace_id
+    in_trace = [span for span in report["spans"] if span["trace_id"] == trace_id]
+    consumers = [span for span in in_trace if span["kind"] == "CONSUMER"]
+    assert [span["name"] for span in consumers] == ["process traced"]
+    assert consumers[0]["parent_id"] == format(send.context.span_id, "016x")
+    scopes = [span for span in in_trace if span["name"] == "airlock.scope"]
+    assert [span["parent_id"] for span in scopes] == [consumers[0]["span_id"]]

@@ -29,6 +29,7 @@ class Worker(_Subprocess):
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.django_tasks_support.settings",
             "AIRLOCK_TASKS_DB": database,
+            "AIRLOCK_OTEL_WORKER": "1",  # traces its runs (tests/otel_django_q_tasks.py)
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.log = log

@@ -17,6 +17,7 @@ from django_tasks_db.models import DBTaskResult
 import airlock
 from airlock.integrations.django_tasks import airlock_task
 from tests.djangoproject.shop.models import Order
+from tests.otel_django_q_tasks import spans_report
 
 BACKEND = "airlock_db"
 
@@ -76,3 +77,10 @@ def decorated_parent(label: str, *, fail: bool = False) -> dict[str, Any]:
 def decorated_with_context(context: Any, label: str) -> dict[str, Any]:
     child.enqueue(f"{label}-after-context")
     return {"attempt": context.attempt, "children_stored_during_run": _children_stored(f"{label}-after-context")}
+
+
+@airlock_task(backend=BACKEND)
+def traced(token: str) -> dict[str, Any]:
+    """Report the current trace and the spans this process started (the worker sets up a
+    tracer when ``AIRLOCK_OTEL_WORKER=1``, see ``tests/otel_django_q_tasks.py``)."""
+    return spans_report(token)
