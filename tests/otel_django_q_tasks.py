@@ -62,3 +62,17 @@ def spans_report(token: str) -> dict[str, Any]:
             for span in _started
         ],
     }
+
+
+def assert_report_continued(report: dict[str, Any], token: str, send: Any) -> None:
+    """A worker's :func:`spans_report` shows its run inside the trace of ``send`` (the
+    dispatch span): one consumer span under it, and the run's scope under that."""
+    trace_id = _hex(send.context.trace_id, 32)
+    assert report["token"] == token
+    assert report["trace_id"] == trace_id  # the task body ran inside the request's trace
+    in_trace = [span for span in report["spans"] if span["trace_id"] == trace_id]
+    consumers = [span for span in in_trace if span["kind"] == "CONSUMER"]
+    assert [span["name"] for span in consumers] == ["process traced"]
+    assert consumers[0]["parent_id"] == _hex(send.context.span_id, 16)
+    scopes = [span for span in in_trace if span["name"] == "airlock.scope"]
+    assert [span["parent_id"] for span in scopes] == [consumers[0]["span_id"]]

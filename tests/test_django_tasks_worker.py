@@ -31,6 +31,7 @@ from airlock.integrations.executors.django_tasks import TRACE_KWARG, django_task
 from tests.conftest import require_service
 from tests.django_tasks_support import Worker, tasks, wait_for
 from tests.djangoproject.shop.models import Order
+from tests.otel_django_q_tasks import assert_report_continued
 from tests.otel_support import instrumented, request_enqueuing
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -171,17 +172,10 @@ def test_the_run_joins_the_enqueuers_trace_across_processes(worker):
     with instrumented() as otel:
         token = os.urandom(8).hex()
         request = request_enqueuing(otel, django_tasks_executor, tasks.traced, token)
-    trace_id = format(request.get_span_context().trace_id, "032x")
     (send,) = otel.named("send traced")
+    assert send.context.trace_id == request.get_span_context().trace_id
     assert send.attributes["messaging.system"] == "django_tasks"
     [run] = finished(worker, count=1, id=send.attributes["messaging.message.id"])
     assert run.status == TaskResultStatus.SUCCESSFUL, run.traceback
     assert TRACE_KWARG in run.args_kwargs["kwargs"], "the carrier is stored with the task"
-    report = run.return_value
-    assert report["token"] == token and report["trace_id"] == trace_id
-    in_trace = [span for span in report["spans"] if span["trace_id"] == trace_id]
-    consumers = [span for span in in_trace if span["kind"] == "CONSUMER"]
-    assert [span["name"] for span in consumers] == ["process traced"]
-    assert consumers[0]["parent_id"] == format(send.context.span_id, "016x")
-    scopes = [span for span in in_trace if span["name"] == "airlock.scope"]
-    assert [span["parent_id"] for span in scopes] == [consumers[0]["span_id"]]
+    assert_report_continued(run.return_value, token, send)
