@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from decimal import Decimal
+from http import HTTPStatus
 
 import pytest
 
@@ -15,7 +17,7 @@ pytest.importorskip(
     "django.tasks", reason=f"django.tasks needs Django 6, which needs Python 3.12+ (this is {sys.version.split()[0]})"
 )
 
-from django.db import transaction
+from django.db import models, transaction
 from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_enqueued
@@ -131,6 +133,7 @@ later = timezone.now() + timedelta(hours=1)
         (tasks.record, ({"x": {1, 2}},), None, TypeError, ["args[1]['x']", "builtins.set"]),
         (tasks.record, ({7: "seven"},), None, TypeError, ["args[1][7]", "not a string"]),
         (tasks.record, (float("nan"),), None, TypeError, ["args[1]", "NaN"]),
+        (tasks.record, (Decimal("1.5"),), None, TypeError, ["args[1]", "decimal.Decimal"]),
         (plain_function, (1,), {"priority": 1}, TypeError, ["not a django.tasks Task", "in-process"]),
     ],
     ids=[
@@ -146,6 +149,7 @@ later = timezone.now() + timedelta(hours=1)
         "set-argument",
         "int-dict-key",
         "nan-argument",
+        "decimal-argument",
         "options-on-plain-function",
     ],
 )
@@ -157,6 +161,17 @@ def test_bad_input_is_refused_at_enqueue_with_nothing_sent(task, args, options, 
     for word in words:
         assert word in str(raised.value)
     assert stored() == [] and dummy_results() == []
+
+
+def test_enum_members_and_tuples_are_sent_as_json_holds_them():
+    class Colour(models.TextChoices):
+        RED = "red"
+
+    with airlock.scope(executor=django_tasks_executor):
+        airlock.enqueue(tasks.record.using(backend="dummy"), "json", Colour.RED, (1, 2), status=HTTPStatus.OK)
+    [result] = dummy_results()
+    assert result.args == ["json", "red", [1, 2]] and type(result.args[1]) is str
+    assert result.kwargs == {"status": 200} and type(result.kwargs["status"]) is int
 
 
 def test_non_json_keyword_argument_is_named():

@@ -197,8 +197,9 @@ def _check_options(task: Any, options: Mapping[str, Any], intent: Intent) -> Non
 
 
 def json_copy(value: Any, path: str, intent: Intent) -> Any:
-    """A copy of ``value`` as JSON holds it (tuples become lists, as Django does),
-    or ``TypeError`` naming the first part that JSON would lose or change."""
+    """A copy of ``value`` as JSON holds it (tuples become lists, as Django does; a
+    ``str``/``int``/``float`` subclass becomes the plain value), or ``TypeError`` naming
+    the first part that JSON would lose or change."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
@@ -215,9 +216,14 @@ def json_copy(value: Any, path: str, intent: Intent) -> Any:
         return copied
     if kind is list or kind is tuple:
         return [json_copy(item, f"{path}[{n}]", intent) for n, item in enumerate(value)]
-    if isinstance(value, (str, int, float)):
-        # A subclass (an enum member, a lazy string): JSON keeps the plain value only.
-        raise _not_json(intent, path, value, f"a {kind.__name__}, which JSON turns into a plain value")
+    # A subclass (a TextChoices or IntEnum member): JSON keeps the plain value, which
+    # compares equal to it; send that, as Django's own normalize_json would.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return json_copy(float(value), path, intent)
     raise _not_json(intent, path, value, f"a {kind.__module__}.{kind.__qualname__}")
 
 
