@@ -236,6 +236,14 @@ def test_airlock_task_failure_discards():
     assert stored(task_path=tasks.child.module_path) == []
 
 
+@pytest.mark.parametrize("name", ["async_parent", "decorated_async_parent"])
+@pytest.mark.parametrize("fail", [False, True], ids=["succeeds", "fails"])
+def test_async_task_runs_are_scopes_too(name, fail):
+    result = getattr(tasks, name).using(backend="airlock_immediate").enqueue(f"{name}-{fail}", fail=fail)
+    assert result.status == (TaskResultStatus.FAILED if fail else TaskResultStatus.SUCCESSFUL), result.errors
+    assert len(stored(task_path=tasks.child.module_path)) == (0 if fail else 1)
+
+
 # -- AirlockBackend ---------------------------------------------------------------------
 
 

@@ -84,3 +84,20 @@ def traced(token: str) -> dict[str, Any]:
     """Report the current trace and the spans this process started (the worker sets up a
     tracer when ``AIRLOCK_OTEL_WORKER=1``, see ``tests/otel_django_q_tasks.py``)."""
     return spans_report(token)
+
+
+@task(backend=BACKEND)
+async def async_parent(label: str, *, fail: bool = False) -> int:
+    """An ``async def`` task: its follow-up is held by the run's scope like any other."""
+    await child.aenqueue(f"{label}-plain")
+    if fail:
+        raise RuntimeError(f"async_parent({label!r}) fails on purpose")
+    return 1
+
+
+@airlock_task(backend=BACKEND)
+async def decorated_async_parent(label: str, *, fail: bool = False) -> int:
+    await child.aenqueue(f"{label}-plain")
+    if fail:
+        raise RuntimeError(f"decorated_async_parent({label!r}) fails on purpose")
+    return 1

@@ -31,6 +31,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
+
 try:
     from django.tasks import TaskResult, TaskResultStatus  # type: ignore[import-untyped]
     from django.tasks import task as django_task
@@ -151,7 +153,8 @@ def airlock_task(
     flushes inside the run, a follow-up that cannot be sent fails the run. With a
     tracing integration on, the run continues the trace of the code that enqueued
     it (the context travels as the :data:`TRACE_KWARG` keyword, which the wrapper
-    removes). The ``task_started`` receivers leave these tasks to their wrapper.
+    removes). The ``task_started`` receivers leave these tasks to their wrapper. An
+    ``async def`` task's scope flushes through ``sync_to_async``, off the event loop.
 
     Args:
         function: The task function (when used bare, ``@airlock_task``).
@@ -174,8 +177,20 @@ def airlock_task(
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 carrier = kwargs.pop(TRACE_KWARG, None)
                 with continue_trace(carrier, name=name, system=_SYSTEM):
-                    async with airlock.scope(policy, executor=_run_executor(executor)):
-                        return await fn(*args, **kwargs)
+                    scope = airlock.scope(policy, executor=_run_executor(executor)).enter()
+                    try:
+                        result = await fn(*args, **kwargs)
+                    except BaseException as error:
+                        scope.exit()
+                        scope.discard(error)
+                        raise
+                    scope.exit()
+                    if scope.intents:
+                        # Sending may touch the database, which Django forbids on an event loop.
+                        await sync_to_async(scope.flush)()
+                    else:
+                        scope.flush()
+                    return result
 
             run: Callable[..., Any] = run_async
         else:
