@@ -211,6 +211,14 @@ def test_takes_context_task_runs_in_a_scope():
     assert len(stored(task_path=tasks.child.module_path)) == 1
 
 
+def test_a_run_inside_another_scope_hands_its_follow_ups_to_it():
+    with airlock.scope(executor=django_tasks_executor) as outer:
+        result = tasks.parent.using(backend="default").enqueue("nested")  # the bare ImmediateBackend
+        assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
+        assert stored() == [] and len(outer.captured_intents) == 2
+    assert len(stored(task_path=tasks.child.module_path)) == 2
+
+
 def test_configured_executor_wins_over_the_runs_default():
     sent = []
     airlock.configure(executor=lambda intent: sent.append(intent.name))
