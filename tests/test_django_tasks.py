@@ -323,28 +323,38 @@ def test_flushed_scope_reaches_the_backend_once(alias, enqueued_signals):
         assert [result.id for result in task_backends[alias].results] == [handle.task_result.id]
 
 
+# The two ways in: a plain .enqueue() held by AirlockBackend, and airlock.enqueue()
+# of a task on the bare DatabaseBackend through django_tasks_executor.
+ENQUEUES = {
+    "AirlockBackend": lambda label: tasks.record.enqueue(label),
+    "executor": lambda label: airlock.enqueue(tasks.record.using(backend="db"), label),
+}
+
+
 @committing
-def test_nothing_before_the_commit_and_nothing_after_a_rollback(enqueued_signals):
+@pytest.mark.parametrize("enqueue", ENQUEUES.values(), ids=ENQUEUES.keys())
+def test_nothing_before_the_commit_and_nothing_after_a_rollback(enqueue, enqueued_signals):
     airlock.configure(scope_cls=DjangoScope, executor=django_tasks_executor)
     with transaction.atomic():
         with airlock.scope():
-            tasks.record.enqueue("committed")
+            enqueue("committed")
         assert stored() == []
     assert [row.args_kwargs["args"] for row in stored()] == [["committed"]]
     with pytest.raises(Boom), transaction.atomic():
         with airlock.scope():
-            tasks.record.enqueue("rolled back")
+            enqueue("rolled back")
         raise Boom
     assert len(stored()) == 1 and len(enqueued_signals) == 1
 
 
 @committing
-def test_a_commit_on_one_database_never_releases_a_task_bound_to_the_other():
+@pytest.mark.parametrize("enqueue", ENQUEUES.values(), ids=ENQUEUES.keys())
+def test_a_commit_on_one_database_never_releases_a_task_bound_to_the_other(enqueue):
     airlock.configure(scope_cls=DjangoScope, executor=django_tasks_executor)
     with transaction.atomic(using="other"):
         with transaction.atomic(using="default"):
             with airlock.scope(using="other"):
-                tasks.record.enqueue("bound to other")
+                enqueue("bound to other")
         assert stored() == [], "the commit on 'default' must not release it"
     assert len(stored()) == 1
 
