@@ -36,6 +36,8 @@ from tests.otel_support import instrumented, request_enqueuing
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
+FINISHED = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+
 
 @pytest.fixture(scope="module")
 def worker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
@@ -55,8 +57,13 @@ def worker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(autouse=True)
-def _executor() -> None:
+def _executor(worker: Worker) -> Iterator[None]:
     airlock.configure(scope_cls=DjangoScope, executor=django_tasks_executor)
+    yield
+    # The test's teardown empties the tables: let the worker finish what it holds first
+    # (a follow-up still running when its row vanishes makes db_worker exit).
+    pending = DBTaskResult.objects.exclude(status__in=FINISHED)
+    wait_for(lambda: not pending.exists(), what="an idle worker", worker=worker)
 
 
 def finished(worker: Worker, *, count: int, timeout: float = 20.0, **filters: object) -> list[DBTaskResult]:
