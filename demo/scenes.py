@@ -203,7 +203,7 @@ def deliver_backlog(stage: Stage, orders: list[Order]) -> int:
         done: int = Delivery.objects.filter(task="notify_warehouse", order_id__in=ids).count()
         line = f"  delivering: {done}/{len(ids)} orders done, {_messages(backend.waiting())} waiting"
         if line != last and stage.is_tty:
-            print(f"\r{line}", end="", flush=True)
+            print(f"\r{line:<{len(last)}}", end="", flush=True)
         elif line != last:
             print(line)
         last = line
