@@ -131,6 +131,9 @@ class _CommitTicket:
 
     def release(self) -> None:
         """Send the flushed intents not sent yet, in order; a failure is logged (``dispatch_failed`` already fired)."""
+        # Say "after commit" only when there was one: with no transaction open
+        # (autocommit, a worker's task run) the intents went at the flush.
+        moment = "at flush, with no transaction open on" if self.hooks is None else "after commit on"
         parts = self.parts
         while self.done < len(parts):
             scope, intents = parts[self.done]
@@ -141,9 +144,10 @@ class _CommitTicket:
                     send(intent)
                 except Exception:  # the others still go
                     _log.exception(
-                        "airlock: %s failed to dispatch after commit on database %r; "
+                        "airlock: %s failed to dispatch %s database %r; "
                         "it was reported on airlock.signals.dispatch_failed",
                         intent,
+                        moment,
                         self.connection.alias,
                     )
 
