@@ -56,6 +56,8 @@ def scope(
         # The configured executor is a default, not a choice: nested in a scope
         # that chose one, this scope's intents go that scope's way.
         new._is_chosen = False
+    if config.dispatch_errors == "report" and "dispatch_errors" not in kwargs:
+        new._reports_only = True
     return new
 
 
@@ -132,10 +134,12 @@ def enqueue(
             f"{type(task).__name__}; pass the function itself, e.g. enqueue(send_email, 7), "
             "or a queue's task object (with .delay, .apply_async, .send, .schedule or .enqueue)"
         )
-    if kwargs and (_SUSPECT in kwargs or min(kwargs) <= _UNDERSCORED):
-        # A key starting with "_" (or sorting before it, which is rare and cheap to
-        # look at again) may be a misspelt airlock keyword; look closer.
-        _refuse_misspelt_keywords(task, kwargs)
+    for key in kwargs:
+        # A key starting with "_" (or with anything that sorts before "`", which is
+        # rare and cheap to look at again) may be a misspelt airlock keyword.
+        if key < "`" or key == _SUSPECT:
+            _refuse_misspelt_keywords(task, kwargs)
+            break
     current = _current.get()
     if current is None:
         raise NoScopeError(
@@ -191,7 +195,6 @@ class policy:  # noqa: N801 - used like a function: `with airlock.policy(p):`
 
 _KEYWORDS = ("_name", "_origin", "_dispatch_options")
 _SUSPECT = "dispatch_options"
-_UNDERSCORED = "_\U0010ffff"
 
 
 def _refuse_misspelt_keywords(task: Any, kwargs: Mapping[str, Any]) -> None:

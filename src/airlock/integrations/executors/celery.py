@@ -1,6 +1,6 @@
 """The Celery executor: send each intent as a Celery task message.
 
-``celery_executor`` calls ``task.apply_async(args, kwargs, **options)`` for a
+``celery_executor`` calls ``task.apply_async(args=..., kwargs=..., **options)`` for a
 Celery task, ``task.delay(*args, **kwargs)`` for anything that only has
 ``delay``, and calls a plain function in-process. ``_dispatch_options`` become
 ``apply_async`` options, checked by name first so a typo fails loudly instead of
@@ -113,7 +113,9 @@ def celery_executor(intent: Intent) -> Any:
     :func:`~airlock.integrations.executors.publish_timeout` for one per block).
 
     - A task with ``apply_async`` (any Celery task or signature-like object):
-      ``task.apply_async(intent.args, intent.kwargs, **options)``; the
+      ``task.apply_async(args=intent.args, kwargs=intent.kwargs, **options)``, by
+      keyword as airlock-py calls it (tests that assert the call on a mock keep
+      passing); the
       ``AsyncResult`` travels on ``intent_dispatched`` as ``result``.
     - Else a task with ``delay``: ``task.delay(*args, **kwargs)`` (no options possible).
     - Else a plain callable: called in-process, like the sync executor.
@@ -183,8 +185,8 @@ def _dispatch(intent: Intent, timeout: float) -> Any:
             _is_unreachable,
         )
     if options:
-        return _send(apply_async, intent.args, intent.kwargs, **options)
-    return _send(apply_async, intent.args, intent.kwargs)
+        return _send(apply_async, args=intent.args, kwargs=intent.kwargs, **options)
+    return _send(apply_async, args=intent.args, kwargs=intent.kwargs)
 
 
 def _check_at_enqueue(intent: Intent) -> Intent | None:
@@ -322,7 +324,7 @@ def _publish(app: Any, apply_async: Any, intent: Intent, options: Mapping[str, A
         if batch is not None:
             return batch.send(pool, apply_async, args, kwargs, options)
         with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
-            return _send(apply_async, args, kwargs, **options, producer=producer)
+            return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
     except Exception as error:
         # A pooled connection the broker closed since it was last used (a restart,
         # an idle timeout): kombu replaced it, so try once more on a fresh one.
@@ -330,7 +332,7 @@ def _publish(app: Any, apply_async: Any, intent: Intent, options: Mapping[str, A
         if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error):
             raise
     with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
-        return _send(apply_async, args, kwargs, **options, producer=producer)
+        return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
 
 
 def _is_unreachable(error: BaseException) -> bool:
@@ -356,12 +358,12 @@ class _Batch:
         key = id(pool)
         if key in self._broken:
             with pool.acquire(block=True) as producer:
-                return _send(apply_async, args, kwargs, **options, producer=producer)
+                return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
         held = self._held.get(key)
         if held is None:
             held = self._held[key] = self._borrow(pool)
         try:
-            return _send(apply_async, args, kwargs, **options, producer=held[1])
+            return _send(apply_async, args=args, kwargs=kwargs, **options, producer=held[1])
         except Exception:
             # Give the producer back (kombu replaces its connection) and publish
             # the rest of the block one producer at a time, as without publishing().
