@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 try:
@@ -30,6 +31,7 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent, with_arguments
 from airlock._propagation import inject
+from airlock.integrations.executors._checks import check_arguments
 from airlock.integrations.executors._options import reject_unknown_options
 
 __all__ = ["DJANGO_TASKS_OPTIONS", "TRACE_KWARG", "django_tasks_executor"]
@@ -106,8 +108,9 @@ def django_tasks_executor(intent: Intent) -> Any:
 def check_enqueue(intent: Intent) -> Intent | None:
     """Refuse, at enqueue, what the task's backend would only refuse after the commit.
 
-    Checks the option names, then asks the backend that will receive the task
-    (``backend=`` if given, else the task's own): ``run_after`` needs
+    Checks the option names and the arguments against the function's signature
+    (after the ``context`` of a ``takes_context`` task), then asks the backend that
+    will receive the task (``backend=`` if given, else the task's own): ``run_after`` needs
     ``supports_defer``, a non-default ``priority`` needs ``supports_priority``, the
     ``queue_name`` must be among its ``QUEUES``, and the arguments must be JSON
     (strings as dict keys, finite floats). Returns the intent with its arguments
@@ -129,6 +132,8 @@ def check_enqueue(intent: Intent) -> Intent | None:
     if options:
         _check_names(options, intent)
         _check_options(task, options, intent)
+    # The worker calls task.func(*args, **kwargs), with a TaskContext first for takes_context.
+    check_arguments("django_tasks_executor", intent, partial(task.func, None) if task.takes_context else task.func)
     args = json_copy(intent._args, "args", intent)
     kwargs = json_copy(intent._kwargs, "kwargs", intent)
     return with_arguments(intent, tuple(args), kwargs)
