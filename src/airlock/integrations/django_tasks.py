@@ -231,6 +231,28 @@ class AirlockTaskResult(TaskResult):  # type: ignore[misc]
 
     _sent: Any = field(init=False, default=None)
 
+    @classmethod
+    def _held(cls, task: Any, id: str, args: list[Any], kwargs: dict[str, Any], backend: str) -> AirlockTaskResult:
+        """A handle for a task just held; the arguments are already as JSON holds them.
+
+        Filled in slot by slot, as Django fills its own results: the dataclass's
+        ``__init__`` would normalize the arguments again, which costs more than the
+        rest of the hold.
+        """
+        handle = object.__new__(cls)
+        fill = object.__setattr__
+        fill(handle, "task", task)
+        fill(handle, "id", id)
+        fill(handle, "status", TaskResultStatus.READY)
+        for name in ("enqueued_at", "started_at", "finished_at", "last_attempted_at", "_return_value", "_sent"):
+            fill(handle, name, None)
+        fill(handle, "args", args)
+        fill(handle, "kwargs", kwargs)
+        fill(handle, "backend", backend)
+        fill(handle, "errors", [])
+        fill(handle, "worker_ids", [])
+        return handle
+
     @property
     def is_sent(self) -> bool:
         """Whether the task has reached the real backend."""
@@ -371,20 +393,7 @@ class AirlockBackend(BaseTaskBackend):  # type: ignore[misc]
                 intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
         else:
             intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
-        handle = AirlockTaskResult(
-            task=task,
-            id=intent.id,
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(intent.args),
-            kwargs=intent.kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
+        handle = AirlockTaskResult._held(task, intent.id, list(intent.args), intent.kwargs, self.alias)
         held.handle = handle
         _handles[handle.id] = handle
         return handle
