@@ -137,7 +137,7 @@ def _measure(repeat: int) -> dict[str, float]:
     request = RequestFactory().post("/orders")
     without = AirlockMiddleware(view_of(bare))
     with_wrapper = AirlockMiddleware(view_of(wrapped))
-    requests = 20
+    requests = 10
 
     def requests_without() -> None:
         for _ in range(requests):
@@ -154,8 +154,8 @@ def _measure(repeat: int) -> dict[str, float]:
     # The database is shared and its speed drifts over seconds, more than what airlock
     # adds: time the two sides in pairs, back to back (in turns, which goes first), and
     # take the median of the pairs' ratios. The fastest time of each side is the detail.
-    flush = _paired(direct, through_airlock, rounds=repeat, setup=purge)
-    request_times = _paired(requests_without, requests_with, rounds=repeat * 4, setup=purge)
+    flush = _paired(direct, through_airlock, rounds=repeat * 2, setup=purge)
+    request_times = _paired(requests_without, requests_with, rounds=repeat * 8, setup=purge)
     dummy_bare, dummy_wrapped = bare.using(backend="dummy"), bare.using(backend="dummy_wrapped")
     dummy_without = AirlockMiddleware(view_of(dummy_bare))
     dummy_with = AirlockMiddleware(view_of(dummy_wrapped))
