@@ -85,14 +85,15 @@ class _CommitTicket:
     """One intent's wait for its transaction, and Django's ``on_commit`` callback."""
 
     __slots__ = ("connection", "intent", "is_in_transaction", "scope", "state")
+    is_in_transaction: bool  # see __init__
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.connection = connection
         self.intent: Intent | None = None
         self.scope: DjangoScope | None = None
         self.state = _WAITING
-        # Registered with on_commit: its release follows a real commit (for the log).
-        self.is_in_transaction = False
+        # is_in_transaction is set (True) only by _register, for a ticket it gave to
+        # on_commit, and read only by the failure log: autocommit enqueues skip the store.
 
     def __call__(self) -> None:
         if self.state is _SCHEDULED:
@@ -109,7 +110,8 @@ class _CommitTicket:
         except Exception:
             # Say "after commit" only when there was one: with no transaction open
             # (autocommit, a worker's task run) the intent went at the flush.
-            moment = "after commit on" if self.is_in_transaction else "at flush, with no transaction open on"
+            committed = getattr(self, "is_in_transaction", False)
+            moment = "after commit on" if committed else "at flush, with no transaction open on"
             _log.exception(
                 "airlock: %s failed to dispatch %s database %r; it was reported on airlock.signals.dispatch_failed",
                 self.intent,
