@@ -15,7 +15,7 @@ from airlock import Scope
 
 __all__ = ["configure_from_settings"]
 
-KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS")
+KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS", "OUTBOX")
 
 
 def configure_from_settings(values: Any = None) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     - ``EXECUTOR``: a callable taking one :class:`~airlock.Intent`.
     - ``SCOPE``: a :class:`~airlock.Scope` subclass; default :class:`DjangoScope`.
     - ``SCOPE_KWARGS``: a dict of keyword arguments for ``SCOPE`` (``{"using": "orders"}``).
+    - ``OUTBOX``: ``True`` or a dict of options: the default scope becomes
+      :class:`~airlock.integrations.django.outbox.OutboxScope` (see docs/reliability.md).
 
     Args:
         values: The mapping to apply instead of ``settings.AIRLOCK``.
@@ -51,11 +53,13 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     if unknown:
         raise ImproperlyConfigured(_unknown_keys(unknown))
     from airlock.integrations.django._scope import DjangoScope
+    from airlock.integrations.django.outbox import OutboxScope, configure_outbox
 
+    outbox = configure_outbox(values.get("OUTBOX"))
     chosen = {
         "policy": _resolve(values, "POLICY", _as_policy),
         "executor": _resolve(values, "EXECUTOR", _as_executor),
-        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or DjangoScope,
+        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or (OutboxScope if outbox.enabled else DjangoScope),
         "scope_kwargs": _resolve(values, "SCOPE_KWARGS", _as_kwargs) or {},
     }
     _try_a_scope(chosen)
