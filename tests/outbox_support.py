@@ -6,6 +6,7 @@ killed by its pid only; the shared Redis on 6379 is never touched.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -21,13 +22,20 @@ from typing import Any
 import redis
 from celery import Celery
 
-from airlock.integrations.django.outbox import OutboxMessage
+from airlock.integrations.django.outbox import OutboxMessage, deduplicate
 
 MEMORY_QUEUE = "airlock-outbox-test"
 
 
+RUNS: dict[str, list[str]] = collections.defaultdict(list)  # app name -> task ids ``once`` ran
+
+
 def make_app(name: str, broker: str, queue: str = MEMORY_QUEUE) -> tuple[Celery, Any]:
-    """A Celery app and its ``record`` task, registered as ``<name>.record``."""
+    """A Celery app and its ``record`` task, registered as ``<name>.record``.
+
+    It also has ``<name>.once``, a consumer that drops duplicates with
+    ``deduplicate`` and notes each run's task id in ``RUNS[name]``.
+    """
     app = Celery(name, broker=broker, set_as_current=False)
     app.conf.update(
         task_default_queue=queue,
@@ -43,6 +51,11 @@ def make_app(name: str, broker: str, queue: str = MEMORY_QUEUE) -> tuple[Celery,
     @app.task(name=f"{name}.record", shared=False)
     def record(*args: Any, **kwargs: Any) -> None:
         return None
+
+    @app.task(name=f"{name}.once", bind=True, shared=False)
+    @deduplicate
+    def once(self: Any, *args: Any) -> None:
+        RUNS[name].append(self.request.id)
 
     return app, record
 
