@@ -25,7 +25,10 @@ from airlock.integrations.django.outbox import (
     SENT,
     OutboxMessage,
     OutboxScope,
+    ProcessedIntent,
     configure_outbox,
+    deduplicate,
+    first_delivery,
 )
 from airlock.integrations.executors.celery import celery_executor
 from airlock.integrations.executors.sync import sync_executor
@@ -33,7 +36,16 @@ from airlock.signals import dispatch_failed, intent_dispatched
 from airlock.testing import capture
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop.models import Order
-from tests.outbox_support import free_port, make_app, memory_messages, memory_other, memory_record, rows, states
+from tests.outbox_support import (
+    free_port,
+    make_app,
+    memory_app,
+    memory_messages,
+    memory_other,
+    memory_record,
+    rows,
+    states,
+)
 
 require_database()
 
@@ -307,3 +319,55 @@ def test_a_rollback_on_the_other_database_leaves_no_row_there():
         raise Boom
     assert rows("other") == []
     assert connections["other"].in_atomic_block is False
+
+
+# -- consumers dropping duplicates -------------------------------------------------------------
+
+
+def test_first_delivery_is_true_once_per_intent_id():
+    assert first_delivery("a" * 32) is True
+    assert first_delivery("a" * 32) is False
+    assert first_delivery("b" * 32) is True
+
+
+def test_deduplicate_runs_the_body_once_and_forgets_a_run_that_failed():
+    runs = []
+
+    @deduplicate(id_of=lambda intent_id, fail=False: intent_id)
+    def consume(intent_id, fail=False):
+        runs.append(intent_id)
+        Order.objects.create(sku=intent_id[:10])
+        if fail:
+            raise Boom
+
+    with pytest.raises(Boom):
+        consume("c" * 32, fail=True)
+    assert ProcessedIntent.objects.count() == 0  # rolled back with the body's work
+    assert Order.objects.count() == 0
+    assert consume("c" * 32) is None
+    consume("c" * 32)
+    assert runs == ["c" * 32] * 2  # the failed run, then one more: the third was dropped
+    assert Order.objects.count() == 1
+
+
+def test_deduplicate_uses_celerys_task_id():
+    runs = []
+
+    @memory_app.task(name="outbox_memory.deduped", bind=True, shared=False)
+    @deduplicate
+    def deduped(self, value):
+        runs.append((self.request.id, value))
+
+    deduped.apply((1,), task_id="d" * 32)
+    deduped.apply((1,), task_id="d" * 32)
+    deduped.apply((2,), task_id="e" * 32)
+    assert runs == [("d" * 32, 1), ("e" * 32, 2)]
+
+
+def test_deduplicate_without_an_id_says_where_to_get_one():
+    @deduplicate
+    def consume():
+        pass
+
+    with pytest.raises(RuntimeError, match="pass id_of="):
+        consume()

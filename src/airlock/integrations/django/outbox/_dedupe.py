@@ -46,7 +46,7 @@ def current_intent_id() -> str | None:
         from celery import current_task  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - without Celery
         current_task = None
-    if current_task is not None and current_task.request.id:
+    if current_task and current_task.request.id:  # a Proxy: false when no task runs
         return str(current_task.request.id)
     try:
         from dramatiq.middleware import CurrentMessage
