@@ -121,7 +121,7 @@ class OutboxScope(DjangoScope):
             return super()._enqueue(task, args, kwargs, name, origin, options)
         # Everything that can refuse runs before the intent exists: no receiver
         # sees an intent the outbox could not store.
-        entry = _prepare(self._executor, task, args, kwargs, options)
+        entry = _prepare(self._route, task, args, kwargs, options)
         intent = super()._enqueue(task, args, kwargs, name, origin, options)
         ticket = self._tickets[id(intent)]
         if ticket.state is _WAITING:
@@ -183,7 +183,8 @@ class OutboxScope(DjangoScope):
             entry = entries.pop(id(intent), None)
             if entry is None:
                 # Captured from a scope without the outbox: it gets its row now.
-                entry = _prepare(self._executor, intent.task, intent.args, intent.kwargs, intent.dispatch_options)
+                route = (self._routes or {}).get(id(intent)) or self._route
+                entry = _prepare(route, intent.task, intent.args, intent.kwargs, intent.dispatch_options)
             self._flushed[id(intent)] = entry
             if entry.written:
                 ready.append(entry.intent_id)
