@@ -36,16 +36,8 @@ from airlock.signals import dispatch_failed, intent_dispatched
 from airlock.testing import capture
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop.models import Order
-from tests.outbox_support import (
-    free_port,
-    make_app,
-    memory_app,
-    memory_messages,
-    memory_other,
-    memory_record,
-    rows,
-    states,
-)
+from tests.outbox_support import make_app, memory_app, memory_messages, memory_other, memory_record, rows, states
+from tests.own_redis import free_port
 
 require_database()
 

@@ -36,7 +36,8 @@ from airlock.integrations.django.outbox import (
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
-from tests.outbox_support import RUNS, OwnRedis, make_app, own_redis, rows, states
+from tests.outbox_support import RUNS, make_app, rows, states
+from tests.own_redis import OwnRedis, own_redis
 
 require_database()
 

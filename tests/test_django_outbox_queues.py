@@ -21,7 +21,8 @@ from django.db import connection, transaction
 import airlock
 from airlock.integrations.django.outbox import SENT, OutboxScope, Relay, configure_outbox
 from tests.djangoproject.checks import require_database
-from tests.outbox_support import OwnRedis, make_app, own_redis, rows, states
+from tests.outbox_support import make_app, rows, states
+from tests.own_redis import OwnRedis, own_redis
 
 require_database()
 

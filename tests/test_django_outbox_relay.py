@@ -29,7 +29,8 @@ from airlock.integrations.django.outbox import (
 from airlock.integrations.django.outbox._commands import parse_duration
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
-from tests.outbox_support import free_port, make_app, memory_messages, memory_record, rows, states
+from tests.outbox_support import make_app, memory_messages, memory_record, rows, states
+from tests.own_redis import free_port
 
 require_database()
 
@@ -256,3 +257,50 @@ def test_stats_count_rows_per_state_and_the_oldest_waiting(clock):
     assert stats["ready"] == 2
     assert stats["sent"] == 0
     assert 9 <= stats["oldest_pending_age"] <= 11
+
+
+def test_metrics_report_what_waits_what_died_and_what_was_published(clock):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from airlock.integrations.django.outbox._metrics import OutboxMetrics
+
+    reader = InMemoryMetricReader()
+    metrics = OutboxMetrics(MeterProvider(metric_readers=[reader]), databases=["default"])
+    write_ready(1, 2, 3)
+
+    def values() -> dict[str, float]:
+        found = {}
+        for resource in reader.get_metrics_data().resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = sum(point.value for point in metric.data.data_points)
+        return found
+
+    before = values()
+    assert before["airlock.outbox.pending"] == 3
+    assert before["airlock.outbox.oldest_pending_age"] >= 0
+    relay(clock, metrics=metrics).run_once()
+    after = values()
+    assert after["airlock.outbox.published"] == 3
+    assert after["airlock.outbox.pending"] == 0
+    assert after["airlock.outbox.dead"] == 0
+
+
+def test_the_admin_action_requeues_only_dead_and_held_rows(clock):
+    from django.contrib.admin import AdminSite
+
+    from airlock.integrations.django.outbox._admin import OutboxMessageAdmin, requeue_rows
+
+    write_ready(1, 2, 3)
+    first, second, third = OutboxMessage.objects.order_by("id")
+    OutboxMessage.objects.filter(pk=first.pk).update(state=DEAD, attempts=8)
+    OutboxMessage.objects.filter(pk=second.pk).update(state=HELD)
+    OutboxMessage.objects.filter(pk=third.pk).update(state=SENT)
+    said = []
+    admin = OutboxMessageAdmin(OutboxMessage, AdminSite())
+    admin.message_user = lambda request, text: said.append(text)
+    requeue_rows(admin, None, OutboxMessage.objects.all())
+    assert states() == [READY, READY, SENT]
+    assert said == ["2 row(s) are ready again; the relay will publish them."]
+    assert admin.has_add_permission(None) is False

@@ -62,6 +62,12 @@ def _stops_on_sigterm(relay: Relay) -> Iterator[None]:
 
 def run_relay(options: dict[str, Any], write: Any) -> int:
     relay = Relay(databases=_aliases(options) or None, batch_size=options.get("batch_size"))
+    try:
+        from airlock.integrations.django.outbox._metrics import OutboxMetrics
+    except ImportError:  # without OpenTelemetry: logs only
+        pass
+    else:  # on the global meter provider: a no-op until the project sets one up
+        relay.metrics = OutboxMetrics(databases=relay.databases)
     with _stops_on_sigterm(relay):
         if not options.get("once"):
             relay.run()

@@ -83,6 +83,8 @@ class Relay:
         hold_after: Seconds a ``pending`` row may wait before it is ``held``.
         poll: Seconds :meth:`run` sleeps when there is nothing to do.
         clock: Returns the time in seconds (tests move it).
+        metrics: An :class:`~airlock.integrations.django.outbox.OutboxMetrics`
+            whose counters the relay adds to, or ``None``.
 
     .. versionadded:: 0.1
     """
@@ -99,6 +101,7 @@ class Relay:
         hold_after: float | None = None,
         poll: float | None = None,
         clock: Callable[[], float] = time,
+        metrics: Any = None,
     ) -> None:
         options = outbox_options()
         self.databases = list(databases or options["DATABASES"] or connections.settings)
@@ -110,6 +113,7 @@ class Relay:
         self.hold_after = options["HOLD_AFTER"] if hold_after is None else hold_after
         self.poll = options["POLL"] if poll is None else poll
         self.clock = clock
+        self.metrics = metrics
         self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
         self._claims = itertools.count(1)
         self._stop = threading.Event()
@@ -183,6 +187,9 @@ class Relay:
         for row, error in failures:
             done.dead += self._fail(connection, row, error, token, now)
         done.failed = len(failures)
+        if self.metrics is not None:
+            self.metrics.published.add(done.sent)
+            self.metrics.failed.add(done.failed)
         if outcome.untried:
             ids = [message.ref[0] for message in outcome.untried]
             # Not an attempt: the broker was down (or the relay is stopping).
