@@ -295,6 +295,11 @@ def test_bad_outbox_settings_fail_at_start_up(value, message):
         configure_from_settings({"OUTBOX": value})
 
 
+def test_a_scope_class_that_would_bypass_the_outbox_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="subclass airlock.integrations.django.outbox.OutboxScope"):
+        configure_from_settings({"OUTBOX": True, "SCOPE": DjangoScope})
+
+
 def test_rows_live_on_the_scopes_database():
     with airlock.scope(using="other"), transaction.atomic(using="other"):
         airlock.enqueue(memory_record, "other")

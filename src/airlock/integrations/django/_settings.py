@@ -62,6 +62,11 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
         "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or (OutboxScope if outbox.enabled else DjangoScope),
         "scope_kwargs": _resolve(values, "SCOPE_KWARGS", _as_kwargs) or {},
     }
+    if outbox.enabled and not issubclass(chosen["scope_cls"], OutboxScope):
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX'] is on, but SCOPE {chosen['scope_cls'].__name__} does not write to it; "
+            "subclass airlock.integrations.django.outbox.OutboxScope, or leave SCOPE out"
+        )
     _try_a_scope(chosen)
     airlock.configure(**chosen)
     return chosen
