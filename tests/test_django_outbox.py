@@ -296,7 +296,7 @@ def test_bad_outbox_settings_fail_at_start_up(value, message):
 
 
 def test_a_scope_class_that_would_bypass_the_outbox_is_refused():
-    with pytest.raises(ImproperlyConfigured, match="subclass airlock.integrations.django.outbox.OutboxScope"):
+    with pytest.raises(ImproperlyConfigured, match=r"subclass airlock\.integrations\.django\.outbox\.OutboxScope"):
         configure_from_settings({"OUTBOX": True, "SCOPE": DjangoScope})
 
 
