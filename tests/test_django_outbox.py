@@ -368,3 +368,32 @@ def test_deduplicate_without_an_id_says_where_to_get_one():
 
     with pytest.raises(RuntimeError, match="pass id_of="):
         consume()
+
+
+# -- docs/reliability.md's examples run ----------------------------------------------------------
+
+
+def _doc_blocks() -> list[str]:
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_the_reliability_pages_settings_are_accepted():
+    settings_block, _ = _doc_blocks()
+    namespace: dict = {}
+    exec(settings_block.replace("[...,", "["), namespace)
+    chosen = configure_from_settings(namespace["AIRLOCK"])
+    assert chosen["scope_cls"] is OutboxScope
+
+
+def test_the_reliability_pages_consumer_drops_a_second_delivery():
+    _, consumer_block = _doc_blocks()
+    namespace = {"app": memory_app}
+    exec(consumer_block.replace("    ...", "    ran.append(order_id)"), {**namespace, "ran": (ran := [])}, namespace)
+    send_receipt = namespace["send_receipt"]
+    send_receipt.apply((5,), task_id="f" * 32)
+    send_receipt.apply((5,), task_id="f" * 32)
+    assert ran == [5]
