@@ -261,6 +261,25 @@ def test_7_two_databases_rows_live_on_their_alias_and_one_relay_serves_both(serv
     assert set(server.queued_ids(QUEUE)) == intent_ids("default") | intent_ids("other")
 
 
+def test_a_frozen_broker_costs_the_request_one_socket_timeout_and_the_relay_delivers_after_thaw(server, app):
+    _, record = app
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(record, "warm")  # the app's connection is open before the freeze
+    server.freeze()
+    try:
+        started = time.monotonic()
+        with airlock.scope(), transaction.atomic():
+            for number in range(5):
+                airlock.enqueue(record, number)
+        took = time.monotonic() - started
+        assert states() == [SENT] + [READY] * 5
+        assert took < 6, took  # one socket timeout (2 s in these apps), not five
+    finally:
+        server.thaw()
+    assert drain(Relay(databases=["default"])) == 5
+    assert set(server.queued_ids(QUEUE)) == intent_ids()
+
+
 def test_3_four_relays_at_once_publish_ten_thousand_rows_each_once(server, app):
     if not connections["default"].features.has_select_for_update_skip_locked:
         pytest.skip("SQLite: single-relay mode (no SKIP LOCKED)")
