@@ -23,12 +23,15 @@ from airlock.integrations.django.outbox import (
     PENDING,
     READY,
     SENT,
+    Carrier,
     OutboxMessage,
     OutboxScope,
     ProcessedIntent,
+    Relay,
     configure_outbox,
     deduplicate,
     first_delivery,
+    register_carrier,
 )
 from airlock.integrations.executors.celery import celery_executor
 from airlock.integrations.executors.sync import sync_executor
@@ -397,3 +400,40 @@ def test_the_reliability_pages_consumer_drops_a_second_delivery():
     send_receipt.apply((5,), task_id="f" * 32)
     send_receipt.apply((5,), task_id="f" * 32)
     assert ran == [5]
+
+
+# -- the hook for other queues (django.tasks plugs in here) ------------------------------------
+
+
+def test_a_registered_carrier_carries_another_executors_intents_through_fast_path_and_relay():
+    sent = []
+
+    def my_executor(intent):
+        raise AssertionError("the outbox publishes through the carrier, not the executor")
+
+    def job(value):
+        return value
+
+    class MyCarrier(Carrier):
+        key = "mine"
+
+        def name_of(self, task):
+            return f"my.{task.__name__}"
+
+        def resolve(self, name):
+            assert name == "my.job"
+            return job
+
+        def send(self, task, args, kwargs, options, intent_id):
+            sent.append((task, args, intent_id))
+
+    register_carrier(my_executor, MyCarrier())
+    with airlock.scope(executor=my_executor), transaction.atomic():
+        airlock.enqueue(job, 1)
+    configure_outbox({"FAST_PATH": False})
+    with airlock.scope(executor=my_executor), transaction.atomic():
+        airlock.enqueue(job, 2)
+    assert Relay(databases=["default"]).run_once().sent == 1
+    ids = [intent_id for intent_id, _, _ in rows()]
+    assert sent == [(job, [1], ids[0]), (job, [2], ids[1])]
+    assert [task for _, task, _ in rows()] == ["my.job", "my.job"]
