@@ -205,7 +205,8 @@ _FACTORIES: dict[tuple[str, str], tuple[str, Callable[[], Carrier]]] = {
     ("airlock.integrations.executors.huey", "huey_executor"): ("huey", HueyCarrier),
     ("airlock.integrations.executors.django_q", "django_q_executor"): ("django_q", _django_q_carrier),
 }
-_by_executor: dict[int, Carrier] = {}
+# id(executor) -> (executor, carrier): the executor is kept, so its id cannot be reused.
+_by_executor: dict[int, tuple[Callable[[Intent], Any], Carrier]] = {}
 _by_key: dict[str, Carrier] = {}
 
 
@@ -214,15 +215,15 @@ def register_carrier(executor: Callable[[Intent], Any], carrier: Carrier) -> Non
 
     .. versionadded:: 0.1
     """
-    _by_executor[id(executor)] = carrier
+    _by_executor[id(executor)] = (executor, carrier)
     _by_key[carrier.key] = carrier
 
 
 def carrier_for(executor: Callable[[Intent], Any]) -> Carrier:
     """The carrier of an executor; ``TypeError`` naming the supported ones otherwise."""
-    carrier = _by_executor.get(id(executor))
-    if carrier is not None:
-        return carrier
+    known = _by_executor.get(id(executor))
+    if known is not None and known[0] is executor:
+        return known[1]
     found = _FACTORIES.get((getattr(executor, "__module__", ""), getattr(executor, "__name__", "")))
     if found is None:
         raise TypeError(
@@ -232,7 +233,7 @@ def carrier_for(executor: Callable[[Intent], Any]) -> Carrier:
             "scope with outbox=False"
         )
     carrier = carrier_named(found[0])
-    _by_executor[id(executor)] = carrier
+    _by_executor[id(executor)] = (executor, carrier)
     return carrier
 
 
