@@ -53,16 +53,21 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     if unknown:
         raise ImproperlyConfigured(_unknown_keys(unknown))
     from airlock.integrations.django._scope import DjangoScope
-    from airlock.integrations.django.outbox import OutboxScope, configure_outbox
 
-    outbox = configure_outbox(values.get("OUTBOX"))
+    default_scope: type[Scope] = DjangoScope
+    if "OUTBOX" in values:
+        # Imported only when asked for: the outbox has models, which need the app.
+        from airlock.integrations.django.outbox import OutboxScope, configure_outbox
+
+        if configure_outbox(values["OUTBOX"]).enabled:
+            default_scope = OutboxScope
     chosen = {
         "policy": _resolve(values, "POLICY", _as_policy),
         "executor": _resolve(values, "EXECUTOR", _as_executor),
-        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or (OutboxScope if outbox.enabled else DjangoScope),
+        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or default_scope,
         "scope_kwargs": _resolve(values, "SCOPE_KWARGS", _as_kwargs) or {},
     }
-    if outbox.enabled and not issubclass(chosen["scope_cls"], OutboxScope):
+    if default_scope is not DjangoScope and not issubclass(chosen["scope_cls"], default_scope):
         raise ImproperlyConfigured(
             f"settings.AIRLOCK['OUTBOX'] is on, but SCOPE {chosen['scope_cls'].__name__} does not write to it; "
             "subclass airlock.integrations.django.outbox.OutboxScope, or leave SCOPE out"
