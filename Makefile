@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.demo: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[django,otel]'
+	$(BIN)/pip install -q -e '.[django,otel,huey,structlog,celery]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
@@ -20,7 +20,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
-	$(BIN)/python -m demo
+	$(BIN)/python -m demo $(ARGS)
 
 # The whole suite on PostgreSQL, then the Django tests again on SQLite (what a user
 # without a database server has).
