@@ -108,7 +108,11 @@ class OwnRedis(_Owned):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> OwnRedis:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: clean up what start() left
+            raise
         return self
 
     def start(self) -> None:
@@ -222,7 +226,11 @@ class OwnRabbitMQ(_Owned):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
     def __enter__(self) -> OwnRabbitMQ:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: clean up what start() left
+            raise
         return self
 
     def start(self, timeout: float = 90.0) -> None:

@@ -135,6 +135,8 @@ later = timezone.now() + timedelta(hours=1)
         (tasks.record, (float("nan"),), None, TypeError, ["args[1]", "NaN"]),
         (tasks.record, (Decimal("1.5"),), None, TypeError, ["args[1]", "decimal.Decimal"]),
         (plain_function, (1,), {"priority": 1}, TypeError, ["not a django.tasks Task", "in-process"]),
+        (tasks.child, ("extra",), None, TypeError, ["child(label)", "cannot be called with (str, str)"]),
+        (tasks.with_context, ("extra",), None, TypeError, ["with_context(label)", "too many"]),
     ],
     ids=[
         "unknown-option",
@@ -151,6 +153,8 @@ later = timezone.now() + timedelta(hours=1)
         "nan-argument",
         "decimal-argument",
         "options-on-plain-function",
+        "too-many-arguments",
+        "takes-context-too-many",
     ],
 )
 def test_bad_input_is_refused_at_enqueue_with_nothing_sent(task, args, options, error, words):

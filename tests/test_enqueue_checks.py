@@ -263,3 +263,24 @@ def test_under_a_django_scope_the_error_is_raised_inside_the_transaction_and_the
         assert rig.sent() == [((order.pk,), {})]
     finally:
         rig.close()
+
+
+def test_a_call_shape_that_fit_before_does_not_let_a_wrong_one_through(rig: Rig) -> None:
+    with _scope(rig):
+        airlock.enqueue(rig.signed, 7, status="shipped")
+        airlock.enqueue(rig.signed, 8, status="shipped")  # the same shape: remembered
+        with pytest.raises(TypeError, match="too many positional arguments"):
+            airlock.enqueue(rig.signed, 7, 8, status="shipped")
+    assert [args for args, _kwargs in rig.sent()] == [(7,), (8,)]
+
+
+def test_a_celery_task_with_typing_off_is_not_checked_against_its_signature(redis_server: OwnRedis) -> None:
+    """Celery's own opt-out (``typing=False``) holds for the check at enqueue too."""
+    rig = Rig("celery", redis_server.url)
+    try:
+        loose = rig.job.app.task(name=f"{rig.job.name}.loose", typing=False)(_signed)
+        with _scope(rig):
+            airlock.enqueue(loose, 7, 8, 9)
+        assert rig.sent() == [((7, 8, 9), {})]
+    finally:
+        rig.close()

@@ -41,7 +41,8 @@ def test_every_intent_is_sent_or_reported_and_the_rest_fail_fast(queue: str, nam
     assert len(outcome.failed) == COUNT - sent
     numbers = [intent.args[0] for intent in outcome.dispatched] + [intent.args[0] for intent, _ in outcome.failed]
     assert sorted(numbers) == list(range(COUNT))  # each once: none lost, none twice
-    assert outcome.raised is not None  # the caller hears of it too
+    assert isinstance(outcome.raised, airlock.DispatchError)  # the caller hears of each one too
+    assert [(i.args[0], e) for i, e in outcome.raised.failures] == [(i.args[0], e) for i, e in outcome.failed]
     (_first, first_error), *rest = outcome.failed
     assert not isinstance(first_error, BrokerUnavailableError)  # the one that really tried
     for _, error in rest:

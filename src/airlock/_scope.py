@@ -54,6 +54,7 @@ _by_stamp = attrgetter("_stamp")
 _current = _context.current
 _local_policies = _context.local_policies
 _hooks = _context.hooks
+_flush_window = _context.flush_window
 
 
 class Scope:
@@ -538,6 +539,15 @@ class Scope:
         reported on ``dispatch_failed`` with it, and it propagates.
         """
         failures: list[tuple[Intent, BaseException]] = []
+        window = _flush_window.set({})  # a broker that fails fails the rest of this flush fast
+        try:
+            self._release_all(intents, failures)
+        finally:
+            _flush_window.reset(window)
+        if failures:
+            self._fail(failures)
+
+    def _release_all(self, intents: list[Intent], failures: list[tuple[Intent, BaseException]]) -> None:
         if (
             intent_released.receivers
             or dispatch_failed.receivers
@@ -560,8 +570,6 @@ class Scope:
             except BaseException as interrupt:
                 self._interrupted(intents, intent, interrupt, failures, sent=False)
                 raise
-        if failures:
-            self._fail(failures)
 
     def _release_observed(self, intents: list[Intent], failures: list[tuple[Intent, BaseException]]) -> None:
         release = intent_released.emit_intent

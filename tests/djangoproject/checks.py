@@ -13,6 +13,6 @@ def require_database() -> None:
     if settings.ENGINE == "sqlite":
         return
     try:
-        require_service("postgres")
+        require_service("mariadb" if settings.ENGINE == "mariadb" else "postgres")
     except pytest.skip.Exception as skip:
         pytest.skip(skip.msg, allow_module_level=True)

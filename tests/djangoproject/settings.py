@@ -2,7 +2,8 @@
 
 PostgreSQL by default (two aliases on the same server, so cross-database
 behaviour is real); ``AIRLOCK_TEST_DB=sqlite`` runs the same tests on SQLite,
-which is what a user without a database server has.
+which is what a user without a database server has, and ``AIRLOCK_TEST_DB=mariadb``
+on the local MariaDB (root, no password; through PyMySQL).
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ if ENGINE == "sqlite":
             "NAME": f"airlock-test-{alias}.sqlite3",
             "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"airlock-test-{alias}{SUFFIX}.sqlite3")},
         }
+        for alias in ("default", "other")
+    }
+elif ENGINE == "mariadb":
+    import pymysql
+
+    # Django checks mysqlclient's version; PyMySQL speaks the same DB-API.
+    pymysql.version_info = (2, 2, 1, "final", 0)
+    pymysql.install_as_MySQLdb()
+    _maria = {
+        "ENGINE": "django.db.backends.mysql",
+        "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("MYSQL_PORT", "3306"),
+        "USER": os.environ.get("MYSQL_USER", "root"),
+        "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+        "OPTIONS": {"charset": "utf8mb4"},
+    }
+    DATABASES = {
+        alias: {**_maria, "NAME": "test", "TEST": {"NAME": f"airlock_test_{alias}{SUFFIX}"}}
         for alias in ("default", "other")
     }
 else:

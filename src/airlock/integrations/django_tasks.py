@@ -47,11 +47,11 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
     ) from error
 
 import airlock
-from airlock._config import config
 from airlock._policies import checks_on_enqueue
 from airlock._propagation import continue_trace
 from airlock._scope import Scope
 from airlock.integrations._observe import system_of
+from airlock.integrations._task_run import executor_for_run
 from airlock.integrations.executors.django_tasks import (
     TASK_RUN_MARK,
     TRACE_KWARG,
@@ -84,15 +84,11 @@ _open_runs: ContextVar[tuple[tuple[str, Scope], ...]] = ContextVar("airlock.djan
 _DISPATCH_UID = "airlock.integrations.django_tasks"
 
 
-def _run_executor(executor: Callable[[Intent], Any] | None) -> Callable[[Intent], Any]:
-    return executor or config.executor or django_tasks_executor
-
-
 def _run_started(sender: Any, task_result: Any, **extra: Any) -> None:
     """``task_started`` receiver: open the run's scope (unless ``airlock_task`` wraps it)."""
     if getattr(task_result.task.func, TASK_RUN_MARK, False):
         return
-    scope = airlock.scope(executor=_run_executor(None)).enter()
+    scope = airlock.scope(executor=executor_for_run(None, django_tasks_executor)).enter()
     _open_runs.set((*_open_runs.get(), (task_result.id, scope)))
 
 
@@ -177,7 +173,7 @@ def airlock_task(
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 carrier = kwargs.pop(TRACE_KWARG, None)
                 with continue_trace(carrier, name=name, system=_SYSTEM):
-                    scope = airlock.scope(policy, executor=_run_executor(executor)).enter()
+                    scope = airlock.scope(policy, executor=executor_for_run(executor, django_tasks_executor)).enter()
                     try:
                         result = await fn(*args, **kwargs)
                     except BaseException as error:
@@ -199,7 +195,7 @@ def airlock_task(
             def run(*args: Any, **kwargs: Any) -> Any:
                 carrier = kwargs.pop(TRACE_KWARG, None)
                 with continue_trace(carrier, name=name, system=_SYSTEM):
-                    with airlock.scope(policy, executor=_run_executor(executor)):
+                    with airlock.scope(policy, executor=executor_for_run(executor, django_tasks_executor)):
                         return fn(*args, **kwargs)
 
         setattr(run, TASK_RUN_MARK, True)
@@ -234,6 +230,28 @@ class AirlockTaskResult(TaskResult):  # type: ignore[misc]
     """
 
     _sent: Any = field(init=False, default=None)
+
+    @classmethod
+    def _held(cls, task: Any, id: str, args: list[Any], kwargs: dict[str, Any], backend: str) -> AirlockTaskResult:
+        """A handle for a task just held; the arguments are already as JSON holds them.
+
+        Filled in slot by slot, as Django fills its own results: the dataclass's
+        ``__init__`` would normalize the arguments again, which costs more than the
+        rest of the hold.
+        """
+        handle = object.__new__(cls)
+        fill = object.__setattr__
+        fill(handle, "task", task)
+        fill(handle, "id", id)
+        fill(handle, "status", TaskResultStatus.READY)
+        for name in ("enqueued_at", "started_at", "finished_at", "last_attempted_at", "_return_value", "_sent"):
+            fill(handle, name, None)
+        fill(handle, "args", args)
+        fill(handle, "kwargs", kwargs)
+        fill(handle, "backend", backend)
+        fill(handle, "errors", [])
+        fill(handle, "worker_ids", [])
+        return handle
 
     @property
     def is_sent(self) -> bool:
@@ -375,20 +393,7 @@ class AirlockBackend(BaseTaskBackend):  # type: ignore[misc]
                 intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
         else:
             intent = airlock.enqueue(task, *args, _origin=held, **kwargs)
-        handle = AirlockTaskResult(
-            task=task,
-            id=intent.id,
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(intent.args),
-            kwargs=intent.kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
+        handle = AirlockTaskResult._held(task, intent.id, list(intent.args), intent.kwargs, self.alias)
         held.handle = handle
         _handles[handle.id] = handle
         return handle

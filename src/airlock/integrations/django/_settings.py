@@ -15,7 +15,7 @@ from airlock import Scope
 
 __all__ = ["configure_from_settings"]
 
-KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS", "DISPATCH_ERRORS")
+KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS", "DISPATCH_ERRORS", "OUTBOX")
 
 
 def configure_from_settings(values: Any = None) -> dict[str, Any]:
@@ -29,6 +29,8 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     - ``SCOPE``: a :class:`~airlock.Scope` subclass; default :class:`DjangoScope`.
     - ``SCOPE_KWARGS``: a dict of keyword arguments for ``SCOPE`` (``{"using": "orders"}``).
     - ``DISPATCH_ERRORS``: ``"raise"`` (default) or ``"report"`` (see :func:`airlock.configure`).
+    - ``OUTBOX``: ``True`` or a dict of options: the default scope becomes
+      :class:`~airlock.integrations.django.outbox.OutboxScope` (see docs/reliability.md).
 
     Args:
         values: The mapping to apply instead of ``settings.AIRLOCK``.
@@ -53,12 +55,24 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
         raise ImproperlyConfigured(_unknown_keys(unknown))
     from airlock.integrations.django._scope import DjangoScope
 
+    default_scope: type[Scope] = DjangoScope
+    if "OUTBOX" in values:
+        # Imported only when asked for: the outbox has models, which need the app.
+        from airlock.integrations.django.outbox import OutboxScope, configure_outbox
+
+        if configure_outbox(values["OUTBOX"]).enabled:
+            default_scope = OutboxScope
     chosen = {
         "policy": _resolve(values, "POLICY", _as_policy),
         "executor": _resolve(values, "EXECUTOR", _as_executor),
-        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or DjangoScope,
+        "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or default_scope,
         "scope_kwargs": _resolve(values, "SCOPE_KWARGS", _as_kwargs) or {},
     }
+    if default_scope is not DjangoScope and not issubclass(chosen["scope_cls"], default_scope):
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX'] is on, but SCOPE {chosen['scope_cls'].__name__} does not write to it; "
+            "subclass airlock.integrations.django.outbox.OutboxScope, or leave SCOPE out"
+        )
     if values.get("DISPATCH_ERRORS") is not None:
         chosen["dispatch_errors"] = _as_dispatch_errors("DISPATCH_ERRORS", values["DISPATCH_ERRORS"])
     _try_a_scope(chosen)

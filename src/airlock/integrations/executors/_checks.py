@@ -19,16 +19,19 @@ from typing import Any
 
 from airlock._intent import Intent, with_arguments
 
-__all__ = ["check_arguments", "snapshot"]
+__all__ = ["check_arguments", "is_plain", "snapshot"]
 
 # Values that every serializer encodes and nobody can mutate: nothing to check
 # or copy. The common case (``enqueue(task, order.pk)``) costs one pass over them.
 _ATOMS = frozenset({int, str, float, bool, type(None), bytes})
 
-# Per task: the task (kept, so that its id stays its own) and its signature, or
-# None where there is none to check against.
-_signatures: dict[int, tuple[object, inspect.Signature | None]] = {}
+# Per task: the task (kept, so that its id stays its own), its signature (None
+# where there is none to check against), and the call shapes (how many positional
+# arguments, which keywords) that already fit it. Binding costs microseconds; a
+# shape seen before costs a set lookup.
+_signatures: dict[int, tuple[object, inspect.Signature | None, set[object]]] = {}
 _MAX_REMEMBERED = 4096
+_MAX_SHAPES = 64
 
 
 def check_arguments(
@@ -40,24 +43,37 @@ def check_arguments(
     (Huey's ``task=`` for ``context=True``).
     """
     task = intent._task
+    args, kwargs = intent._args, intent._kwargs
     remembered = _signatures.get(id(task))
     if remembered is None or remembered[0] is not task:
         if len(_signatures) >= _MAX_REMEMBERED:
             _signatures.clear()  # tasks made on the fly: forget rather than grow
-        remembered = _signatures[id(task)] = (task, _signature(function))
-    signature = remembered[1]
-    if signature is None:
+        remembered = _signatures[id(task)] = (task, _signature(function), set())
+    signature, shapes = remembered[1], remembered[2]
+    shape = (len(args), *kwargs) if kwargs else len(args)
+    if signature is None or shape in shapes:
         return
-    kwargs = intent._kwargs
-    if injected:
-        kwargs = {**kwargs, **dict.fromkeys(injected)}
     try:
-        signature.bind(*intent._args, **kwargs)
+        signature.bind(*args, **({**kwargs, **dict.fromkeys(injected)} if injected else kwargs))
     except TypeError as error:
         raise TypeError(
             f"{executor}: {intent.name}{_plain(signature)} cannot be called with {_call(intent)}: "
             f"{error}{_closest(error, signature)}; enqueue it with the arguments its signature takes"
         ) from None
+    if len(shapes) < _MAX_SHAPES:
+        shapes.add(shape)
+
+
+def is_plain(intent: Intent) -> bool:
+    """Whether every argument is a value no serializer refuses and nobody can mutate."""
+    atoms = _ATOMS
+    for value in intent._args:
+        if type(value) not in atoms:
+            return False
+    for value in intent._kwargs.values():  # two plain loops cost less than all() over generators
+        if type(value) not in atoms:
+            return False
+    return True
 
 
 def _signature(function: Callable[..., Any] | None) -> inspect.Signature | None:
@@ -100,19 +116,16 @@ def snapshot(
     round_trip: Callable[[tuple[tuple[Any, ...], dict[str, Any]]], Any],
     serializer: str,
     function: Callable[..., Any] | None = None,
-) -> Intent | None:
-    """The intent with its arguments as the worker will get them, or ``None`` if nothing can change.
+) -> Intent:
+    """The intent with its arguments as the worker will get them.
 
     ``round_trip`` encodes ``(args, kwargs)`` with the queue's serializer and
     decodes the result. When it fails, the error names the first argument that
     cannot be encoded (by its parameter name, read from ``function``) and the fix.
+    Callers skip it when :func:`is_plain` says there is nothing to encode or copy.
     """
-    args, kwargs = intent._args, intent._kwargs
-    atoms = _ATOMS
-    if all(type(value) in atoms for value in args) and all(type(value) in atoms for value in kwargs.values()):
-        return None
     try:
-        new_args, new_kwargs = round_trip((args, kwargs))
+        new_args, new_kwargs = round_trip((intent._args, intent._kwargs))
     except Exception as error:
         raise _unencodable(executor, intent, round_trip, serializer, function, error) from error
     return with_arguments(intent, tuple(new_args), dict(new_kwargs))

@@ -13,19 +13,19 @@ Two things bound a flush to a broker that is down, slow or frozen:
   :class:`BrokerUnavailableError` instead of each paying the timeout again. Each
   of them still fails (and is reported on ``dispatch_failed``): nothing is skipped.
   Inside a ``flush_window()`` block the breaker lasts until the block ends;
-  outside one, it re-closes ``timeout`` seconds after the failure, so the next
+  outside one, it closes again ``timeout`` seconds after the failure, so a later
   flush tries the broker again.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar
 
+from airlock import _context
 from airlock._errors import AirlockError
 
 __all__ = [
@@ -115,41 +115,28 @@ def timeout_for(own: float) -> float:
     return own if override is None else override
 
 
-@final
-class _Breaker:
-    """The brokers that failed, each with its first error and when it failed."""
-
-    __slots__ = ("_failed", "_lasts", "_lock")
-
-    def __init__(self, lasts: bool) -> None:
-        self._failed: dict[int, tuple[object, BaseException, float]] = {}
-        self._lock = threading.Lock()
-        self._lasts = lasts  # True: until the window ends; False: for the timeout
-
-    def check(self, broker: object, timeout: float, task: str) -> None:
-        if not self._failed:
-            return
-        entry = self._failed.get(id(broker))
-        if entry is None or entry[0] is not broker:
-            return
-        if not self._lasts and time.monotonic() - entry[2] >= timeout:
-            with self._lock:
-                if self._failed.get(id(broker)) is entry:
-                    del self._failed[id(broker)]
-            return
-        raise BrokerUnavailableError(
-            f"{task} was not sent: its broker failed earlier in this flush "
-            f"({type(entry[1]).__name__}: {entry[1]}). Retry it when the broker is reachable."
-        ) from entry[1]
-
-    def trip(self, broker: object, error: BaseException) -> None:
-        with self._lock:
-            self._failed.setdefault(id(broker), (broker, error, time.monotonic()))
-
-
-_window: ContextVar[_Breaker | None] = ContextVar("airlock.flush_window", default=None)
+# A breaker is a plain dict: id(broker) -> (broker, first error, when), so that the
+# core can open a window (a fresh dict) around each flush without importing this
+# module. It uses ``airlock._context.flush_window`` when the core has one.
+_Failed = dict[int, tuple[object, BaseException, float]]
+_window: ContextVar[_Failed | None] = getattr(_context, "flush_window", None) or ContextVar(
+    "airlock.flush_window", default=None
+)
 # Outside any window: failures remembered for one timeout, across threads.
-_recent = _Breaker(lasts=False)
+_recent: _Failed = {}
+
+
+def _check(failed: _Failed, broker: object, timeout: float, task: str, *, expires: bool) -> None:
+    entry = failed.get(id(broker))
+    if entry is None or entry[0] is not broker:
+        return
+    if expires and time.monotonic() - entry[2] >= timeout:
+        failed.pop(id(broker), None)  # closed again: the next publish tries the broker
+        return
+    raise BrokerUnavailableError(
+        f"{task} was not sent: its broker failed earlier in this flush "
+        f"({type(entry[1]).__name__}: {entry[1]}). Retry it when the broker is reachable."
+    ) from entry[1]
 
 
 @contextmanager
@@ -157,12 +144,13 @@ def flush_window() -> Iterator[None]:
     """Scope the circuit breaker to the block: one flush, or one task run.
 
     A broker that fails inside the block stays failed until the block ends, and
-    a broker that failed before it is tried again. The core opens one around each
-    flush; open your own to group several flushes as one.
+    a broker that failed before it is tried again. Open one around a flush (or
+    several flushes that should count as one); without one, a failed broker is
+    skipped for one timeout after its failure.
 
     .. versionadded:: 0.1
     """
-    token = _window.set(_Breaker(lasts=True))
+    token = _window.set({})
     try:
         yield
     finally:
@@ -181,13 +169,16 @@ def guarded(
     A failure that ``is_unreachable`` says is about reaching the broker trips the
     breaker; any other error (a serialisation error, a bad option) is only raised.
     """
-    breaker = _window.get() or _recent
-    breaker.check(broker, timeout, task)
+    window = _window.get()
+    failed = _recent if window is None else window
+    if failed:
+        _check(failed, broker, timeout, task, expires=window is None)
     try:
         return send()
     except Exception as error:
         if is_unreachable(error):
-            breaker.trip(broker, error)
+            # setdefault is atomic: of two threads failing at once, the first error stays.
+            failed.setdefault(id(broker), (broker, error, time.monotonic()))
         raise
 
 

@@ -33,7 +33,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
-from airlock.integrations.executors._checks import check_arguments, snapshot
+from airlock.integrations.executors._checks import check_arguments, is_plain, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -208,6 +208,8 @@ def _check_at_enqueue(intent: Intent) -> Intent | None:
     run = task.run if isinstance(task, Task) else None
     if run is not None and getattr(task, "typing", True):
         check_arguments("celery_executor", intent, run)
+    if is_plain(intent):
+        return None
     serializer = (options and options.get("serializer")) or getattr(task, "serializer", None) or "json"
     return snapshot("celery_executor", intent, _round_trip(serializer), serializer, run)
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 try:
@@ -30,6 +31,7 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent, with_arguments
 from airlock._propagation import inject
+from airlock.integrations.executors._checks import check_arguments
 from airlock.integrations.executors._options import reject_unknown_options
 
 __all__ = ["DJANGO_TASKS_OPTIONS", "TRACE_KWARG", "django_tasks_executor"]
@@ -106,8 +108,9 @@ def django_tasks_executor(intent: Intent) -> Any:
 def check_enqueue(intent: Intent) -> Intent | None:
     """Refuse, at enqueue, what the task's backend would only refuse after the commit.
 
-    Checks the option names, then asks the backend that will receive the task
-    (``backend=`` if given, else the task's own): ``run_after`` needs
+    Checks the option names and the arguments against the function's signature
+    (after the ``context`` of a ``takes_context`` task), then asks the backend that
+    will receive the task (``backend=`` if given, else the task's own): ``run_after`` needs
     ``supports_defer``, a non-default ``priority`` needs ``supports_priority``, the
     ``queue_name`` must be among its ``QUEUES``, and the arguments must be JSON
     (strings as dict keys, finite floats). Returns the intent with its arguments
@@ -129,9 +132,13 @@ def check_enqueue(intent: Intent) -> Intent | None:
     if options:
         _check_names(options, intent)
         _check_options(task, options, intent)
-    args = json_copy(intent._args, "args", intent)
-    kwargs = json_copy(intent._kwargs, "kwargs", intent)
-    return with_arguments(intent, tuple(args), kwargs)
+    # The worker calls task.func(*args, **kwargs), with a TaskContext first for takes_context.
+    check_arguments("django_tasks_executor", intent, partial(task.func, None) if task.takes_context else task.func)
+    args, kwargs = intent._args, intent._kwargs
+    plain = _PLAIN
+    if all(type(value) in plain for value in args) and all(type(value) in plain for value in kwargs.values()):
+        return None  # the common case: ids and names, which JSON keeps and nobody can change
+    return with_arguments(intent, tuple(json_copy(args, "args", intent)), json_copy(kwargs, "kwargs", intent))
 
 
 django_tasks_executor.check_enqueue = check_enqueue  # type: ignore[attr-defined]
@@ -196,26 +203,59 @@ def _check_options(task: Any, options: Mapping[str, Any], intent: Intent) -> Non
         raise ValueError(f"{where}: {error}") from error
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+class _Unfit(Exception):
+    """Raised inside :func:`_copy` for a value JSON cannot hold; ``path`` is filled in on the way out."""
+
+    def __init__(self, value: Any, what: str) -> None:
+        self.value = value
+        self.what = what
+        self.path: list[str] = []
+
+
 def json_copy(value: Any, path: str, intent: Intent) -> Any:
     """A copy of ``value`` as JSON holds it (tuples become lists, as Django does; a
     ``str``/``int``/``float`` subclass becomes the plain value), or ``TypeError`` naming
-    the first part that JSON would lose or change."""
+    the first part that JSON would lose or change (``args[1]['when']``)."""
+    try:
+        return _copy(value)
+    except _Unfit as unfit:
+        where = path + "".join(reversed(unfit.path))
+        raise _not_json(intent, where, unfit.value, unfit.what) from None
+
+
+def _copy(value: Any) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _PLAIN:
         return value
     if kind is float:
         if not math.isfinite(value):
-            raise _not_json(intent, path, value, "a float JSON cannot hold (NaN or infinity)")
+            raise _Unfit(value, "a float JSON cannot hold (NaN or infinity)")
         return value
-    if isinstance(value, Mapping):
+    if kind is list or kind is tuple:
+        copied_items = []
+        for n, item in enumerate(value):
+            try:
+                copied_items.append(_copy(item))
+            except _Unfit as unfit:
+                unfit.path.append(f"[{n}]")
+                raise
+        return copied_items
+    if kind is dict or isinstance(value, Mapping):
         copied = {}
         for key, item in value.items():
             if type(key) is not str:
-                raise _not_json(intent, f"{path}[{key!r}]", key, "a dict key that is not a string (JSON keys are)")
-            copied[key] = json_copy(item, f"{path}[{key!r}]", intent)
+                bad_key = _Unfit(key, "a dict key that is not a string (JSON keys are)")
+                bad_key.path.append(f"[{key!r}]")
+                raise bad_key
+            try:
+                copied[key] = _copy(item)
+            except _Unfit as unfit:
+                unfit.path.append(f"[{key!r}]")
+                raise
         return copied
-    if kind is list or kind is tuple:
-        return [json_copy(item, f"{path}[{n}]", intent) for n, item in enumerate(value)]
     # A subclass (a TextChoices or IntEnum member): JSON keeps the plain value, which
     # compares equal to it; send that, as Django's own normalize_json would.
     if isinstance(value, str):
@@ -223,8 +263,8 @@ def json_copy(value: Any, path: str, intent: Intent) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return json_copy(float(value), path, intent)
-    raise _not_json(intent, path, value, f"a {kind.__module__}.{kind.__qualname__}")
+        return _copy(float(value))
+    raise _Unfit(value, f"a {kind.__module__}.{kind.__qualname__}")
 
 
 def _not_json(intent: Intent, path: str, value: Any, what: str) -> TypeError:

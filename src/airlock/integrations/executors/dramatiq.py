@@ -26,7 +26,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
-from airlock.integrations.executors._checks import check_arguments, snapshot
+from airlock.integrations.executors._checks import check_arguments, is_plain, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -148,6 +148,8 @@ def _check_at_enqueue(intent: Intent) -> Intent | None:
         _check_options(options, intent)
     fn = getattr(task, "fn", None)
     check_arguments("dramatiq_executor", intent, fn)
+    if is_plain(intent):
+        return None
     encoder = dramatiq.get_encoder()
     kind = "JSON" if type(encoder) is dramatiq.JSONEncoder else type(encoder).__name__
 

@@ -22,7 +22,7 @@ from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
 from airlock.integrations.executors import _deadline
-from airlock.integrations.executors._checks import check_arguments, snapshot
+from airlock.integrations.executors._checks import check_arguments, is_plain, snapshot
 from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
@@ -153,6 +153,8 @@ def _check_at_enqueue(intent: Intent) -> Intent | None:
             _refuse_options(intent, options)
         return None
     check_arguments("huey_executor", intent, task.func, injected=("task",) if task.context else ())
+    if is_plain(intent):
+        return None
     serializer = task.huey.serializer
     kind = "pickle" if type(serializer) is Serializer else type(serializer).__name__
     return snapshot(

@@ -1,0 +1,39 @@
+"""The durable outbox: what a transaction committed is delivered, even if the broker is down or the process dies.
+
+Turn it on with ``AIRLOCK = {"OUTBOX": True}`` (or a dict of options) and
+``python manage.py migrate``; run ``python manage.py airlock_relay`` next to the
+workers. See docs/reliability.md for the guarantees, and what they rely on.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from airlock.integrations.django.outbox._carriers import Carrier, register_carrier
+from airlock.integrations.django.outbox._dedupe import deduplicate, first_delivery
+from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, SENT, OutboxMessage, ProcessedIntent
+from airlock.integrations.django.outbox._options import configure_outbox, outbox_options
+from airlock.integrations.django.outbox._relay import Pass, Relay, outbox_stats, purge, requeue
+from airlock.integrations.django.outbox._scope import OutboxScope
+
+__all__ = [
+    "DEAD",
+    "HELD",
+    "PENDING",
+    "READY",
+    "SENT",
+    "Carrier",
+    "OutboxMessage",
+    "OutboxScope",
+    "Pass",
+    "ProcessedIntent",
+    "Relay",
+    "configure_outbox",
+    "deduplicate",
+    "first_delivery",
+    "outbox_options",
+    "outbox_stats",
+    "purge",
+    "register_carrier",
+    "requeue",
+]

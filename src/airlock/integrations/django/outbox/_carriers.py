@@ -1,0 +1,289 @@
+"""Carriers: how a row names its task, finds it again, and publishes it with its id.
+
+A row holds a task's *registered* name and the key of its carrier, never a
+dotted path to import. Each carrier resolves names through its queue library's
+own registry (Celery's ``app.tasks``, Dramatiq's broker, Huey's task registry),
+or, for django-q2 and anything else, through the explicit ``OUTBOX["TASKS"]``
+list in settings. Each carrier also carries the row's intent id to the
+consumer: Celery's ``task_id``, Dramatiq's ``message_id``, Huey's task ``id``,
+django-q2's task ``id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from airlock._intent import Intent
+
+__all__ = ["Carrier", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
+
+
+class Carrier:
+    """The outbox's view of one executor. Subclass it to add a queue (``register_carrier``).
+
+    .. versionadded:: 0.1
+    """
+
+    key = ""
+
+    def name_of(self, task: Any) -> str:
+        """The name the relay will resolve back to ``task``; ``TypeError`` if it has none."""
+        raise NotImplementedError
+
+    def resolve(self, name: str) -> Any:
+        """The task registered as ``name``; ``LookupError`` if none is."""
+        raise NotImplementedError
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        """Publish one message whose id is ``intent_id``; raise on failure."""
+        raise NotImplementedError
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        """A block inside which many ``send`` calls share a connection, when the library can."""
+        return contextlib.nullcontext()
+
+
+def _not_registered(task: Any, carrier: str, how: str) -> TypeError:
+    return TypeError(
+        f"the airlock outbox stores a task by its registered name, and {task!r} is not a registered "
+        f"{carrier} task; {how}"
+    )
+
+
+class CeleryCarrier(Carrier):
+    key = "celery"
+
+    def __init__(self) -> None:
+        from airlock.integrations.executors.celery import celery_executor, publishing
+
+        self._executor = celery_executor
+        self._publishing = publishing
+
+    def name_of(self, task: Any) -> str:
+        name = getattr(task, "name", None)
+        app = getattr(task, "app", None)
+        if not isinstance(name, str) or app is None or app.tasks.get(name) is None:
+            raise _not_registered(task, "Celery", "decorate it with @app.task (or @shared_task)")
+        return name
+
+    def resolve(self, name: str) -> Any:
+        from celery import _state  # type: ignore[import-untyped]
+
+        for app in [_state.get_current_app(), *_state._get_active_apps()]:
+            task = app.tasks.get(name)
+            if task is not None:
+                return task
+        raise LookupError(f"no Celery app in this process has a task named {name!r}")
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        # retry=False: a broker that is down fails at once; the relay owns retrying.
+        options = {"retry": False, **options, "task_id": intent_id}
+        return self._executor(Intent(task, tuple(args), kwargs, dispatch_options=options))
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        return self._publishing()
+
+
+class DramatiqCarrier(Carrier):
+    key = "dramatiq"
+
+    def name_of(self, task: Any) -> str:
+        name = getattr(task, "actor_name", None)
+        broker = getattr(task, "broker", None)
+        if not isinstance(name, str) or broker is None or broker.actors.get(name) is not task:
+            raise _not_registered(task, "Dramatiq", "decorate it with @dramatiq.actor")
+        return name
+
+    def resolve(self, name: str) -> Any:
+        import dramatiq
+
+        try:
+            return dramatiq.get_broker().get_actor(name)
+        except dramatiq.errors.ActorNotFound as error:
+            raise LookupError(f"the Dramatiq broker has no actor named {name!r}") from error
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        options = dict(options)
+        delay = options.pop("delay", None)
+        message = task.message_with_options(args=tuple(args), kwargs=kwargs, **options).copy(message_id=intent_id)
+        return task.broker.enqueue(message, delay=delay)
+
+
+class HueyCarrier(Carrier):
+    key = "huey"
+
+    def __init__(self) -> None:
+        self._seen: dict[int, Any] = {}  # the Huey instances this process enqueued for
+
+    def name_of(self, task: Any) -> str:
+        huey = getattr(task, "huey", None)
+        task_class = getattr(task, "task_class", None)
+        if huey is None or task_class is None:
+            raise _not_registered(task, "Huey", "decorate it with @huey.task()")
+        self._seen.setdefault(id(huey), huey)
+        return str(huey._registry.task_to_string(task_class))
+
+    def resolve(self, name: str) -> Any:
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        for huey in [*outbox_options().huey, *self._seen.values()]:
+            task_class = huey._registry._registry.get(name)
+            if task_class is not None:
+                return (huey, task_class)
+        raise LookupError(
+            f"no known Huey instance registers {name!r}; list yours in settings.AIRLOCK['OUTBOX']['HUEY']"
+        )
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
+            task = (task.huey, task.task_class)
+        huey, task_class = task
+        return huey.enqueue(task_class(tuple(args), kwargs, **{**options, "id": intent_id}))
+
+
+class RegistryCarrier(Carrier):
+    """Tasks named in ``OUTBOX["TASKS"]``, sent by a given executor (django-q2 by default)."""
+
+    def __init__(self, key: str, executor: Callable[[Intent], Any]) -> None:
+        self.key = key
+        self._executor = executor
+
+    def name_of(self, task: Any) -> str:
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        for name, registered in outbox_options().tasks.items():
+            if registered is task:
+                return name
+        raise TypeError(
+            f"the airlock outbox sends {task!r} through {self.key} only if it is listed by dotted path in "
+            "settings.AIRLOCK['OUTBOX']['TASKS'] (the relay resolves names only through that list)"
+        )
+
+    def resolve(self, name: str) -> Any:
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        task = outbox_options().tasks.get(name)
+        if task is None:
+            raise LookupError(f"{name!r} is not listed in settings.AIRLOCK['OUTBOX']['TASKS']")
+        return task
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        token = _django_q_id.set(intent_id)
+        try:
+            return self._executor(Intent(task, tuple(args), kwargs, dispatch_options=options or None))
+        finally:
+            _django_q_id.reset(token)
+
+
+# The id the next django-q2 package gets (its async_task has no argument for one).
+_django_q_id: ContextVar[str | None] = ContextVar("airlock.outbox.django_q_id", default=None)
+
+
+def _set_django_q_id(sender: Any, task: dict[str, Any], **extra: Any) -> None:
+    intent_id = _django_q_id.get()
+    if intent_id is not None:
+        task["id"] = intent_id
+
+
+def _django_q_carrier() -> Carrier:
+    from django_q.signals import pre_enqueue  # type: ignore[import-untyped]
+
+    from airlock.integrations.executors.django_q import django_q_executor
+
+    pre_enqueue.connect(_set_django_q_id, dispatch_uid="airlock.outbox.django_q_id")
+    return RegistryCarrier("django_q", django_q_executor)
+
+
+# executor (module, name) -> carrier factory; built lazily so nothing imports a queue
+# library the project does not use.
+_FACTORIES: dict[tuple[str, str], tuple[str, Callable[[], Carrier]]] = {
+    ("airlock.integrations.executors.celery", "celery_executor"): ("celery", CeleryCarrier),
+    ("airlock.integrations.executors.dramatiq", "dramatiq_executor"): ("dramatiq", DramatiqCarrier),
+    ("airlock.integrations.executors.huey", "huey_executor"): ("huey", HueyCarrier),
+    ("airlock.integrations.executors.django_q", "django_q_executor"): ("django_q", _django_q_carrier),
+}
+# id(executor) -> (executor, carrier): the executor is kept, so its id cannot be reused.
+_by_executor: dict[int, tuple[Callable[[Intent], Any], Carrier]] = {}
+_by_key: dict[str, Carrier] = {}
+
+
+def register_carrier(executor: Callable[[Intent], Any], carrier: Carrier) -> None:
+    """Let the outbox carry intents of ``executor`` (``django.tasks`` plugs in here).
+
+    .. versionadded:: 0.1
+    """
+    _by_executor[id(executor)] = (executor, carrier)
+    _by_key[carrier.key] = carrier
+
+
+def carrier_for(executor: Callable[[Intent], Any]) -> Carrier:
+    """The carrier of an executor; ``TypeError`` naming the supported ones otherwise."""
+    known = _by_executor.get(id(executor))
+    if known is not None and known[0] is executor:
+        return known[1]
+    found = _FACTORIES.get((getattr(executor, "__module__", ""), getattr(executor, "__name__", "")))
+    if found is None:
+        raise TypeError(
+            f"the airlock outbox cannot carry intents of the executor {executor!r}: it needs a queue "
+            f"executor ({', '.join(key for key, _ in _FACTORIES.values())}), or a Carrier registered "
+            "with airlock.integrations.django.outbox.register_carrier(); turn the outbox off for this "
+            "scope with outbox=False"
+        )
+    carrier = carrier_named(found[0])
+    _by_executor[id(executor)] = (executor, carrier)
+    return carrier
+
+
+def carrier_named(key: str) -> Carrier:
+    """The carrier a row names; ``LookupError`` for an unknown key."""
+    carrier = _by_key.get(key)
+    if carrier is None:
+        factories = {name: factory for name, factory in _FACTORIES.values()}
+        if key not in factories:
+            raise LookupError(f"no outbox carrier is called {key!r}; known: {', '.join(sorted(factories))}")
+        carrier = _by_key[key] = factories[key]()
+    return carrier
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (
+        ("kombu.exceptions", "OperationalError"),
+        ("redis.exceptions", "ConnectionError"),
+        ("redis.exceptions", "TimeoutError"),
+        ("dramatiq.errors", "BrokerConnectionError"),
+        ("amqp.exceptions", "ConnectionError"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+    return tuple(found)
+
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] | None = None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the broker cannot be reached."""
+    global _CONNECTION_ERRORS
+    if _CONNECTION_ERRORS is None:
+        _CONNECTION_ERRORS = _connection_errors()
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextlib.contextmanager
+def batches(carriers: Iterator[Carrier]) -> Iterator[None]:
+    """Open every carrier's ``batch()`` block around a publish of many rows."""
+    with contextlib.ExitStack() as stack:
+        for carrier in carriers:
+            stack.enter_context(carrier.batch())
+        yield

@@ -1,0 +1,69 @@
+"""OpenTelemetry metrics of the outbox: what waits, how old it is, what died, what was published.
+
+Observable gauges read :func:`outbox_stats` when the SDK collects; the relay adds
+to the ``airlock.outbox.published`` counter (its rate is the published-per-second).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+try:
+    from opentelemetry import metrics
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError("airlock's outbox metrics need OpenTelemetry: pip install 'airlock[otel]'") from error
+
+from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
+
+from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY
+from airlock.integrations.django.outbox._relay import outbox_stats
+
+__all__ = ["OutboxMetrics"]
+
+_NAME = "airlock.integrations.django.outbox"
+
+
+class OutboxMetrics:
+    """The outbox's instruments on one meter; give it to a :class:`Relay` as ``metrics=``.
+
+    Args:
+        meter_provider: Default: the global one.
+        databases: The aliases the gauges report on (an ``airlock.database`` attribute each).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, meter_provider: metrics.MeterProvider | None = None, databases: Sequence[str] = ()) -> None:
+        meter = metrics.get_meter(_NAME, meter_provider=meter_provider)
+        self.databases = list(databases or connections.settings)
+        self.published = meter.create_counter("airlock.outbox.published", "{message}", "Rows the relay published")
+        self.failed = meter.create_counter("airlock.outbox.failed", "{message}", "Failed publish attempts")
+        meter.create_observable_gauge(
+            "airlock.outbox.pending", [self._pending], "{message}", "Rows to deliver (ready, and pending a decision)"
+        )
+        meter.create_observable_gauge(
+            "airlock.outbox.oldest_pending_age", [self._oldest], "s", "Age of the oldest row still to deliver"
+        )
+        meter.create_observable_gauge("airlock.outbox.dead", [self._dead], "{message}", "Dead-lettered rows")
+        meter.create_observable_gauge("airlock.outbox.held", [self._held], "{message}", "Rows held for a person")
+
+    def _observe(self, pick: Any) -> Iterable[metrics.Observation]:
+        for alias in self.databases:
+            try:
+                stats = outbox_stats(alias)
+            finally:
+                connections[alias].close()  # the SDK collects on a thread of its own
+            yield metrics.Observation(pick(stats), {"airlock.database": alias})
+
+    def _pending(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return self._observe(lambda stats: stats[READY] + stats[PENDING])
+
+    def _oldest(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return self._observe(lambda stats: stats["oldest_pending_age"])
+
+    def _dead(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return self._observe(lambda stats: stats[DEAD])
+
+    def _held(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return self._observe(lambda stats: stats[HELD])

@@ -1,0 +1,111 @@
+"""``settings.AIRLOCK["OUTBOX"]``: ``True``, or a dict of the options below."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, final
+
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]  # Django ships no type hints
+from django.utils.module_loading import import_string  # type: ignore[import-untyped]
+
+__all__ = ["DEFAULTS", "OutboxOptions", "configure_outbox", "outbox_options"]
+
+DEFAULTS: dict[str, Any] = {
+    "FAST_PATH": True,  # publish right after the commit, from the process that wrote the rows
+    "FAST_PATH_DEADLINE": 2.0,  # seconds the fast path may spend; the rest is left to the relay
+    "FAST_PATH_PAUSE": 5.0,  # seconds the fast path leaves everything to the relay after a broker failure
+    "BATCH_SIZE": 200,  # rows a relay claims at once
+    "LEASE": 60.0,  # seconds a claim lasts; a relay that died is replaced after it
+    "MAX_ATTEMPTS": 8,  # real failures before a row is dead-lettered
+    "BACKOFF": 2.0,  # seconds before the first retry; doubled each time, with jitter
+    "BACKOFF_MAX": 600.0,
+    "HOLD_AFTER": 300.0,  # seconds a row may wait for its scope's decision before it is held
+    "POLL": 1.0,  # seconds an idle relay sleeps between looks
+    "DATABASES": None,  # aliases the relay serves (default: every alias in settings.DATABASES)
+    "TASKS": (),  # dotted paths of tasks resolved by name (django-q2, django.tasks)
+    "HUEY": (),  # dotted paths of Huey instances whose registries the relay reads
+}
+
+
+@final
+class OutboxOptions:
+    """The checked options, with ``TASKS`` and ``HUEY`` imported (from settings, never from rows)."""
+
+    __slots__ = ("enabled", "huey", "paused_until", "tasks", "values")
+
+    def __init__(self, enabled: bool, values: dict[str, Any], tasks: dict[str, Any], huey: list[Any]) -> None:
+        self.enabled = enabled
+        self.values = values
+        self.tasks = tasks
+        self.huey = huey
+        # The monotonic time until which the fast path leaves everything to the relay.
+        self.paused_until = 0.0
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+_current: OutboxOptions | None = None
+
+
+def configure_outbox(value: Any) -> OutboxOptions:
+    """Check and remember ``AIRLOCK["OUTBOX"]`` (``True``, ``False``, ``None`` or a dict)."""
+    global _current
+    if value is None or isinstance(value, bool):
+        enabled, given = bool(value), {}
+    elif isinstance(value, Mapping):
+        enabled, given = True, dict(value)
+    else:
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX'] must be True, False or a dict of options; got {value!r}"
+        )
+    unknown = [key for key in given if key not in DEFAULTS]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX'] has unknown option(s) {', '.join(hints)}; "
+            f"the options are {', '.join(DEFAULTS)}"
+        )
+    values = {**DEFAULTS, **given}
+    for key, default in DEFAULTS.items():
+        if isinstance(default, float) and not (isinstance(values[key], (int, float)) and values[key] >= 0):
+            raise ImproperlyConfigured(
+                f"settings.AIRLOCK['OUTBOX'][{key!r}] must be a number of seconds >= 0; got {values[key]!r}"
+            )
+    for key in ("BATCH_SIZE", "MAX_ATTEMPTS"):
+        if not (isinstance(values[key], int) and values[key] >= 1):
+            raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be an int >= 1; got {values[key]!r}")
+    tasks = {path: _imported("TASKS", path) for path in _paths("TASKS", values["TASKS"])}
+    huey = [_imported("HUEY", path) for path in _paths("HUEY", values["HUEY"])]
+    _current = OutboxOptions(enabled, values, tasks, huey)
+    return _current
+
+
+def outbox_options() -> OutboxOptions:
+    """The options in force: those last configured, else read from settings now."""
+    if _current is None:
+        from django.conf import settings  # type: ignore[import-untyped]
+
+        return configure_outbox((getattr(settings, "AIRLOCK", None) or {}).get("OUTBOX"))
+    return _current
+
+
+def _paths(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not all(isinstance(path, str) for path in value):
+        raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be a list of dotted paths; got {value!r}")
+    return list(value)
+
+
+def _imported(key: str, path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as error:
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX'][{key!r}] lists {path!r}, which does not import ({error})"
+        ) from error

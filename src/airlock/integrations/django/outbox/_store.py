@@ -1,0 +1,105 @@
+"""The SQL the outbox runs on the request's path: few statements, no ORM on the hot path.
+
+Every statement runs on the connection it is given, so it joins whatever
+transaction is open there: a row written at enqueue lives and dies with the
+caller's transaction (and savepoint).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from airlock.integrations.django.outbox._models import HELD, PENDING
+
+__all__ = ["CHUNK", "delete_undecided", "encode", "for_ids", "insert", "set_state"]
+
+TABLE = "airlock_outbox"
+COLUMNS = (
+    "intent_id, task, executor, payload, state, attempts, created_at, available_at, claimed_by, written_by, last_error"
+)
+_INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, 0, %s, %s, '', %s, '')"
+CHUNK = 500  # ids per IN (...): well under SQLite's and MariaDB's parameter limits
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def encode(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: Any) -> str:
+    """The row's payload, ``[args, kwargs, options]`` as JSON.
+
+    Raises:
+        TypeError: An argument (or a dispatch option) JSON cannot hold; the
+            message names it, so the caller fixes it while its transaction is open.
+    """
+    try:
+        return _dumps([args, kwargs, options])
+    except (TypeError, ValueError) as error:
+        raise TypeError(_which_argument(task_name, args, kwargs, options, error)) from error
+
+
+def _which_argument(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: Any, error: Exception
+) -> str:
+    labelled: list[tuple[str, Any]] = [(f"positional argument {n}", value) for n, value in enumerate(args)]
+    labelled += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
+    labelled += [(f"_dispatch_options[{name!r}]", value) for name, value in (options or {}).items()]
+    for label, value in labelled:
+        try:
+            _dumps(value)
+        except (TypeError, ValueError):
+            return (
+                f"the airlock outbox stores arguments as JSON, and {label} of {task_name} cannot be stored: "
+                f"{value!r} ({error}). Pass JSON values (str, int, float, bool, None, lists, dicts with str "
+                "keys), e.g. an id instead of a model instance, or an ISO string instead of a datetime"
+            )
+    return f"the airlock outbox could not store the arguments of {task_name} as JSON: {error}"
+
+
+def insert(connection: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write rows: ``(intent_id, task, executor, payload, state, created_at, available_at, written_by)``."""
+    with connection.cursor() as cursor:
+        if len(rows) == 1:
+            cursor.execute(_INSERT, rows[0])
+        else:
+            cursor.executemany(_INSERT, rows)
+
+
+def for_ids(
+    connection: Any,
+    head: str,
+    values: Sequence[Any],
+    ids: Sequence[Any],
+    *,
+    column: str = "intent_id",
+    tail: str = "",
+    tail_values: Sequence[Any] = (),
+) -> int:
+    """Run ``{head} WHERE {column} IN (...) {tail}`` over ``ids``, :data:`CHUNK` at a time; rows changed."""
+    changed = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            cursor.execute(
+                f"{head} WHERE {column} IN ({', '.join(['%s'] * len(chunk))}){tail}",
+                [*values, *chunk, *tail_values],
+            )
+            changed += max(cursor.rowcount, 0)
+    return changed
+
+
+def set_state(
+    connection: Any, intent_ids: Sequence[str], state: str, *, only_from: Sequence[str] = (), **extra: Any
+) -> int:
+    """``UPDATE ... SET state = ...`` for the ids (only from the states ``only_from``, if given)."""
+    assignments = ", ".join(["state = %s", *(f"{column} = %s" for column in extra)])
+    tail = f" AND state IN ({', '.join(['%s'] * len(only_from))})" if only_from else ""
+    head = f"UPDATE {TABLE} SET {assignments}"
+    return for_ids(connection, head, [state, *extra.values()], intent_ids, tail=tail, tail_values=only_from)
+
+
+def delete_undecided(connection: Any, intent_ids: Sequence[str]) -> None:
+    """Delete rows a scope discarded or a policy refused (never one already decided)."""
+    for_ids(
+        connection, f"DELETE FROM {TABLE}", (), intent_ids, tail=" AND state IN (%s, %s)", tail_values=(PENDING, HELD)
+    )

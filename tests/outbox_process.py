@@ -1,0 +1,83 @@
+"""A relay or a web process of its own, for the outbox tests that kill one: ``python -m tests.outbox_process``.
+
+It runs on the test's databases and the test's own Redis, named in the
+environment by :func:`environment`:
+
+- ``relay``: ``manage.py airlock_relay`` (``--once`` with ``OUTBOX_TEST_ONCE=1``).
+- ``web``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and lets the
+  fast path publish them; with ``OUTBOX_TEST_KILL_AFTER=n`` it SIGKILLs itself
+  right after the n-th message reached the broker, inside the fast path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+
+def environment(databases: dict[str, str], broker: str, app: str, queue: str, **extra: Any) -> dict[str, str]:
+    """The environment for a child process: the parent's, plus where to find everything."""
+    env = dict(os.environ)
+    env.update(
+        OUTBOX_TEST_DATABASES=json.dumps(databases),
+        OUTBOX_TEST_BROKER=broker,
+        OUTBOX_TEST_APP=app,
+        OUTBOX_TEST_QUEUE=queue,
+        DJANGO_SETTINGS_MODULE="tests.djangoproject.settings",
+    )
+    env.update({f"OUTBOX_TEST_{key.upper()}": str(value) for key, value in extra.items()})
+    return env
+
+
+def _setup() -> Any:
+    import django
+    from django.conf import settings
+
+    for alias, name in json.loads(os.environ["OUTBOX_TEST_DATABASES"]).items():
+        settings.DATABASES[alias]["NAME"] = name
+    settings.AIRLOCK = {"OUTBOX": {"LEASE": float(os.environ.get("OUTBOX_TEST_LEASE", "60")), "POLL": 0.05}}
+    django.setup()
+    from tests.outbox_support import make_app
+
+    return make_app(os.environ["OUTBOX_TEST_APP"], os.environ["OUTBOX_TEST_BROKER"], os.environ["OUTBOX_TEST_QUEUE"])
+
+
+def relay() -> None:
+    app = _setup()  # held: Celery keeps only weak references to its apps
+    from django.core.management import call_command
+
+    arguments = ["--once"] if os.environ.get("OUTBOX_TEST_ONCE") == "1" else []
+    call_command("airlock_relay", *arguments, "--batch-size", os.environ.get("OUTBOX_TEST_BATCH", "100"))
+    del app
+
+
+def web() -> None:
+    _, record = _setup()
+    from celery.signals import after_task_publish
+    from django.db import transaction
+
+    import airlock
+    from airlock.integrations.django.outbox import OutboxScope
+    from airlock.integrations.executors.celery import celery_executor
+
+    kill_after = int(os.environ.get("OUTBOX_TEST_KILL_AFTER", "0"))
+    published = [0]
+
+    @after_task_publish.connect(weak=False)
+    def _count(**kwargs: Any) -> None:
+        published[0] += 1
+        if published[0] == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    with airlock.scope(), transaction.atomic():
+        for number in range(int(os.environ["OUTBOX_TEST_COUNT"])):
+            airlock.enqueue(record, number)
+    print(f"published {published[0]}", flush=True)
+
+
+if __name__ == "__main__":
+    {"relay": relay, "web": web}[sys.argv[1]]()

@@ -1,0 +1,89 @@
+"""What the outbox tests share: Celery apps with registered tasks, a Redis of their own, the rows.
+
+The Redis here is started by the tests on a free port and stopped, frozen or
+killed by its pid only; the shared Redis on 6379 is never touched.
+"""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from airlock.integrations.django.outbox import OutboxMessage, deduplicate
+
+MEMORY_QUEUE = "airlock-outbox-test"
+
+
+RUNS: dict[str, list[str]] = collections.defaultdict(list)  # app name -> task ids ``once`` ran
+
+
+def make_app(name: str, broker: str, queue: str = MEMORY_QUEUE) -> tuple[Celery, Any]:
+    """A Celery app and its ``record`` task, registered as ``<name>.record``.
+
+    It also has ``<name>.once``, a consumer that drops duplicates with
+    ``deduplicate`` and notes each run's task id in ``RUNS[name]``.
+    """
+    app = Celery(name, broker=broker, set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # No publish-side reconnect loop: the outbox retries (docs/reliability.md).
+        broker_transport_options={"socket_timeout": 2.0, "socket_connect_timeout": 1.0, "max_retries": 0},
+    )
+
+    @app.task(name=f"{name}.record", shared=False)
+    def record(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    @app.task(name=f"{name}.once", bind=True, shared=False)
+    @deduplicate
+    def once(self: Any, *args: Any) -> None:
+        RUNS[name].append(self.request.id)
+
+    return app, record
+
+
+memory_app, memory_record = make_app("outbox_memory", "memory://")
+
+
+@memory_app.task(name="outbox_memory.other", shared=False)
+def memory_other(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def memory_messages(queue: str = MEMORY_QUEUE) -> list[tuple[str, list[Any], dict[str, Any]]]:
+    """Take every message waiting in the in-memory broker: ``(task_id, args, kwargs)``."""
+    found = []
+    with memory_app.connection_for_write() as connection:
+        simple = connection.SimpleQueue(queue, no_ack=True)
+        try:
+            while True:
+                try:
+                    message = simple.get(block=False)
+                except simple.Empty:
+                    break
+                args, kwargs, _ = message.payload
+                found.append((message.headers["id"], args, kwargs))
+        finally:
+            simple.close()
+    return found
+
+
+def rows(using: str = "default") -> list[tuple[str, str, str]]:
+    """``(intent_id, task, state)`` of every outbox row, in write order."""
+    return list(OutboxMessage.objects.using(using).order_by("id").values_list("intent_id", "task", "state"))
+
+
+def states(using: str = "default") -> list[str]:
+    return [state for _, _, state in rows(using)]
+
+
+def token() -> str:
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,439 @@
+"""The outbox inside the request: rows in the caller's transaction, scope decisions, the fast path.
+
+Runs on PostgreSQL, and with AIRLOCK_TEST_DB=sqlite or =mariadb on those. The
+broker is Celery's in-memory transport (real kombu code, no server); a broker
+that is down is a Redis URL on a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+
+import airlock
+from airlock import BlockTasks
+from airlock.integrations.django import DjangoScope, configure_from_settings
+from airlock.integrations.django.outbox import (
+    HELD,
+    PENDING,
+    READY,
+    SENT,
+    Carrier,
+    OutboxMessage,
+    OutboxScope,
+    ProcessedIntent,
+    Relay,
+    configure_outbox,
+    deduplicate,
+    first_delivery,
+    register_carrier,
+)
+from airlock.integrations.executors.celery import celery_executor
+from airlock.integrations.executors.sync import sync_executor
+from airlock.signals import dispatch_failed, intent_dispatched
+from airlock.testing import capture
+from tests.djangoproject.checks import require_database
+from tests.djangoproject.shop.models import Order
+from tests.outbox_support import make_app, memory_app, memory_messages, memory_other, memory_record, rows, states
+from tests.own_redis import free_port
+
+require_database()
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def outbox():
+    configure_outbox({})
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    memory_messages()
+    yield
+    configure_outbox(None)
+
+
+def ids_sent() -> list[str]:
+    return [message[0] for message in memory_messages()]
+
+
+# -- same transaction ------------------------------------------------------------------------
+
+
+def test_a_row_is_written_inside_the_transaction_and_sent_after_the_commit():
+    with airlock.scope(), transaction.atomic():
+        order = Order.objects.create(sku="tea")
+        intent = airlock.enqueue(memory_record, order.pk, note="hot")
+        # Written, on this connection, before the commit: it lives in the transaction.
+        assert states() == [PENDING]
+        assert memory_messages() == []
+    ((intent_id, task, state),) = rows()
+    assert (task, state) == ("outbox_memory.record", SENT)
+    assert memory_messages() == [(intent_id, [order.pk], {"note": "hot"})]
+    assert intent.name == "record"
+
+
+def test_the_consumer_gets_the_rows_intent_id_as_its_task_id():
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+        airlock.enqueue(memory_other, 2, colour="red")
+    sent = memory_messages()
+    assert [(args, kwargs) for _, args, kwargs in sent] == [([1], {}), ([2], {"colour": "red"})]
+    assert [task_id for task_id, _, _ in sent] == [intent_id for intent_id, _, _ in rows()]
+    assert states() == [SENT, SENT]
+
+
+def test_a_rollback_leaves_no_row_and_sends_nothing():
+    with airlock.scope(), pytest.raises(Boom), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+        raise Boom
+    assert rows() == []
+    assert memory_messages() == []
+
+
+def test_a_rolled_back_savepoint_takes_only_its_own_row():
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "kept")
+        with pytest.raises(Boom), transaction.atomic():
+            airlock.enqueue(memory_record, "rolled back")
+            raise Boom
+        airlock.enqueue(memory_record, "kept too")
+    assert [args for _, args, _ in memory_messages()] == [["kept"], ["kept too"]]
+    assert states() == [SENT, SENT]
+
+
+def test_a_discarded_scope_deletes_its_committed_rows():
+    with pytest.raises(Boom), airlock.scope():
+        with transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+        assert states() == [PENDING]  # committed, but the scope has not decided
+        raise Boom
+    assert rows() == []
+    assert memory_messages() == []
+
+
+def test_an_intent_a_policy_refuses_at_flush_is_deleted():
+    class RefuseOther:
+        def on_enqueue(self, intent):
+            pass
+
+        def allows(self, intent):
+            return intent.name != "other"
+
+    with airlock.scope(RefuseOther()), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+        airlock.enqueue(memory_other, 2)
+    assert [task for _, task, _ in rows()] == ["outbox_memory.record"]
+    assert [args for _, args, _ in memory_messages()] == [[1]]
+
+
+def test_a_policy_refusing_at_enqueue_writes_no_row():
+    with airlock.scope(BlockTasks({"record"}, raise_on_enqueue=True)), transaction.atomic():
+        with pytest.raises(airlock.PolicyViolation):
+            airlock.enqueue(memory_record, 1)
+        airlock.enqueue(memory_other, 2)
+    assert [task for _, task, _ in rows()] == ["outbox_memory.other"]
+
+
+def test_outside_a_transaction_the_row_is_written_at_flush():
+    with airlock.scope():
+        airlock.enqueue(memory_record, 1)
+        assert rows() == []
+    assert states() == [SENT]
+    assert len(memory_messages()) == 1
+
+
+def test_a_scope_inside_the_transaction_marks_ready_in_it_and_sends_after_commit():
+    with transaction.atomic():
+        with airlock.scope():
+            airlock.enqueue(memory_record, 1)
+        assert states() == [READY]
+        assert memory_messages() == []
+    assert states() == [SENT]
+    assert len(memory_messages()) == 1
+
+
+def test_inner_scope_rows_follow_the_outer_scopes_discard():
+    with pytest.raises(Boom), airlock.scope():
+        with airlock.scope(), transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+        assert states() == [PENDING]  # captured by the outer scope, still undecided
+        raise Boom
+    assert rows() == []
+    assert memory_messages() == []
+
+
+def test_a_late_decision_still_wins_over_a_held_row():
+    with airlock.scope():
+        with transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+        OutboxMessage.objects.update(state=HELD)  # as a relay does when the scope takes too long
+    assert states() == [SENT]
+
+
+# -- what a row holds ----------------------------------------------------------------------
+
+
+def test_an_argument_json_cannot_hold_is_refused_at_enqueue_naming_it():
+    with airlock.scope() as scope, transaction.atomic():
+        with pytest.raises(TypeError, match=r"keyword argument 'when' of outbox_memory.record cannot be stored"):
+            airlock.enqueue(memory_record, 1, when=datetime.datetime(2026, 1, 1))
+        with pytest.raises(TypeError, match=r"positional argument 1 of outbox_memory.record"):
+            airlock.enqueue(memory_record, 1, {1, 2})
+        assert scope.intents == []
+        # The transaction is still usable, and the next intent goes.
+        airlock.enqueue(memory_record, 2)
+    assert [args for _, args, _ in memory_messages()] == [[2]]
+
+
+def test_a_dispatch_option_json_cannot_hold_is_refused_naming_it():
+    with airlock.scope(), transaction.atomic():
+        with pytest.raises(TypeError, match=r"_dispatch_options\['eta'\]"):
+            airlock.enqueue(memory_record, 1, _dispatch_options={"eta": datetime.datetime(2026, 1, 1)})
+    assert rows() == []
+
+
+def test_a_task_that_is_not_registered_is_refused_at_enqueue():
+    def plain(order_id):
+        return order_id
+
+    with airlock.scope(), pytest.raises(TypeError, match="not a registered Celery task"):
+        airlock.enqueue(plain, 1)
+
+
+def test_the_sync_executor_is_refused_with_the_way_out():
+    with airlock.scope(executor=sync_executor), pytest.raises(TypeError, match="outbox=False"):
+        airlock.enqueue(memory_record, 1)
+
+
+def test_arguments_are_snapshotted_at_enqueue():
+    items = ["tea"]
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, items)
+        items.append("changed after enqueue")
+    assert [args for _, args, _ in memory_messages()] == [[["tea"]]]
+
+
+# -- the fast path --------------------------------------------------------------------------
+
+
+def test_a_broker_that_is_down_fails_nothing_and_leaves_rows_for_the_relay(caplog):
+    _, record = make_app("outbox_down", f"redis://127.0.0.1:{free_port()}/0")
+    failures = []
+    dispatch_failed.connect(lambda scope, intent, error: failures.append(intent), weak=False)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "airlock.integrations.django.outbox"):
+        with airlock.scope(), transaction.atomic():
+            for number in range(10):
+                airlock.enqueue(record, number)
+    took = time.monotonic() - started
+    assert states() == [READY] * 10
+    # It stopped at the first sign the broker is unreachable: one report, not ten.
+    assert len(failures) == 1
+    assert any("10 intent(s) left for the relay" in message for message in caplog.messages)
+    assert took < 5, took
+
+
+def test_published_rows_are_reported_on_intent_dispatched():
+    seen = []
+    intent_dispatched.connect(lambda scope, intent, result: seen.append((intent.name, result.id)), weak=False)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+    assert seen == [("record", rows()[0][0])]
+
+
+def test_fast_path_off_leaves_every_row_ready():
+    configure_outbox({"FAST_PATH": False})
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+    assert states() == [READY]
+    assert memory_messages() == []
+
+
+def test_capture_records_what_the_fast_path_would_publish():
+    with capture() as captured:
+        with airlock.scope(), transaction.atomic():
+            airlock.enqueue(memory_record, 7)
+    assert [intent.args for intent in captured.dispatched] == [(7,)]
+    assert memory_messages() == []
+
+
+# -- switching it on and off ------------------------------------------------------------------
+
+
+def test_outbox_false_is_a_plain_django_scope():
+    with airlock.scope(outbox=False), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+    assert rows() == []
+    assert len(memory_messages()) == 1
+
+
+def test_the_setting_makes_the_outbox_scope_the_default():
+    chosen = configure_from_settings({"OUTBOX": True, "EXECUTOR": celery_executor})
+    assert chosen["scope_cls"] is OutboxScope
+    chosen = configure_from_settings({"EXECUTOR": celery_executor})
+    assert chosen["scope_cls"] is DjangoScope
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"LEASSE": 5}, "did you mean 'LEASE'"),
+        ({"LEASE": -1}, "'LEASE'] must be a number of seconds"),
+        ({"BATCH_SIZE": 0}, "'BATCH_SIZE'] must be an int"),
+        ({"TASKS": ["no.such.module.task"]}, "does not import"),
+        ("yes", "must be True, False or a dict"),
+    ],
+    ids=["typo", "negative", "zero-batch", "bad-path", "not-a-dict"],
+)
+def test_bad_outbox_settings_fail_at_start_up(value, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        configure_from_settings({"OUTBOX": value})
+
+
+def test_a_scope_class_that_would_bypass_the_outbox_is_refused():
+    with pytest.raises(ImproperlyConfigured, match=r"subclass airlock\.integrations\.django\.outbox\.OutboxScope"):
+        configure_from_settings({"OUTBOX": True, "SCOPE": DjangoScope})
+
+
+def test_rows_live_on_the_scopes_database():
+    with airlock.scope(using="other"), transaction.atomic(using="other"):
+        airlock.enqueue(memory_record, "other")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "default")
+    assert states("other") == [SENT]
+    assert states("default") == [SENT]
+    assert rows("other")[0][0] != rows("default")[0][0]
+
+
+def test_a_rollback_on_the_other_database_leaves_no_row_there():
+    with airlock.scope(using="other"), pytest.raises(Boom), transaction.atomic(using="other"):
+        airlock.enqueue(memory_record, 1)
+        raise Boom
+    assert rows("other") == []
+    assert connections["other"].in_atomic_block is False
+
+
+# -- consumers dropping duplicates -------------------------------------------------------------
+
+
+def test_first_delivery_is_true_once_per_intent_id():
+    assert first_delivery("a" * 32) is True
+    assert first_delivery("a" * 32) is False
+    assert first_delivery("b" * 32) is True
+
+
+def test_deduplicate_runs_the_body_once_and_forgets_a_run_that_failed():
+    runs = []
+
+    @deduplicate(id_of=lambda intent_id, fail=False: intent_id)
+    def consume(intent_id, fail=False):
+        runs.append(intent_id)
+        Order.objects.create(sku=intent_id[:10])
+        if fail:
+            raise Boom
+
+    with pytest.raises(Boom):
+        consume("c" * 32, fail=True)
+    assert ProcessedIntent.objects.count() == 0  # rolled back with the body's work
+    assert Order.objects.count() == 0
+    assert consume("c" * 32) is None
+    consume("c" * 32)
+    assert runs == ["c" * 32] * 2  # the failed run, then one more: the third was dropped
+    assert Order.objects.count() == 1
+
+
+def test_deduplicate_uses_celerys_task_id():
+    runs = []
+
+    @memory_app.task(name="outbox_memory.deduped", bind=True, shared=False)
+    @deduplicate
+    def deduped(self, value):
+        runs.append((self.request.id, value))
+
+    deduped.apply((1,), task_id="d" * 32)
+    deduped.apply((1,), task_id="d" * 32)
+    deduped.apply((2,), task_id="e" * 32)
+    assert runs == [("d" * 32, 1), ("e" * 32, 2)]
+
+
+def test_deduplicate_without_an_id_says_where_to_get_one():
+    @deduplicate
+    def consume():
+        pass
+
+    with pytest.raises(RuntimeError, match="pass id_of="):
+        consume()
+
+
+# -- docs/reliability.md's examples run ----------------------------------------------------------
+
+
+def _doc_blocks() -> list[str]:
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_the_reliability_pages_settings_are_accepted():
+    settings_block, _ = _doc_blocks()
+    namespace: dict = {}
+    exec(settings_block.replace("[...,", "["), namespace)
+    chosen = configure_from_settings(namespace["AIRLOCK"])
+    assert chosen["scope_cls"] is OutboxScope
+
+
+def test_the_reliability_pages_consumer_drops_a_second_delivery():
+    _, consumer_block = _doc_blocks()
+    namespace = {"app": memory_app}
+    exec(consumer_block.replace("    ...", "    ran.append(order_id)"), {**namespace, "ran": (ran := [])}, namespace)
+    send_receipt = namespace["send_receipt"]
+    send_receipt.apply((5,), task_id="f" * 32)
+    send_receipt.apply((5,), task_id="f" * 32)
+    assert ran == [5]
+
+
+# -- the hook for other queues (django.tasks plugs in here) ------------------------------------
+
+
+def test_a_registered_carrier_carries_another_executors_intents_through_fast_path_and_relay():
+    sent = []
+
+    def my_executor(intent):
+        raise AssertionError("the outbox publishes through the carrier, not the executor")
+
+    def job(value):
+        return value
+
+    class MyCarrier(Carrier):
+        key = "mine"
+
+        def name_of(self, task):
+            return f"my.{task.__name__}"
+
+        def resolve(self, name):
+            assert name == "my.job"
+            return job
+
+        def send(self, task, args, kwargs, options, intent_id):
+            sent.append((task, args, intent_id))
+
+    register_carrier(my_executor, MyCarrier())
+    with airlock.scope(executor=my_executor), transaction.atomic():
+        airlock.enqueue(job, 1)
+    configure_outbox({"FAST_PATH": False})
+    with airlock.scope(executor=my_executor), transaction.atomic():
+        airlock.enqueue(job, 2)
+    assert Relay(databases=["default"]).run_once().sent == 1
+    ids = [intent_id for intent_id, _, _ in rows()]
+    assert sent == [(job, [1], ids[0]), (job, [2], ids[1])]
+    assert [task for _, task, _ in rows()] == ["my.job", "my.job"]

@@ -1,0 +1,163 @@
+"""Every queue end to end through the outbox: a row, the relay, the real broker, a real worker.
+
+Celery, Dramatiq and Huey run on a Redis of the test's own; django-q2 on its ORM
+broker with a ``qcluster`` subprocess (PostgreSQL only, as its own suite). Each
+checks that the worker ran the task with the stored arguments, under the row's
+intent id. ``django.tasks`` is not here: its executor is built elsewhere, and
+plugs in with ``register_carrier`` (see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+import airlock
+from airlock.integrations.django.outbox import SENT, OutboxScope, Relay, configure_outbox
+from tests.djangoproject.checks import require_database
+from tests.outbox_support import make_app, rows, states
+from tests.own_redis import OwnRedis, own_redis
+
+require_database()
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default"])
+
+
+@pytest.fixture
+def server() -> Iterator[OwnRedis]:
+    with own_redis() as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def outbox():
+    configure_outbox({"FAST_PATH": False, "TASKS": ["tests.django_q_support.tasks.record"]})
+    yield
+    configure_outbox(None)
+
+
+def wait_until(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
+        time.sleep(0.05)
+    return found
+
+
+def commit_two(task: Any, executor: Any) -> list[str]:
+    """Enqueue two intents through the outbox, relay them, and return their intent ids."""
+    airlock.configure(scope_cls=OutboxScope, executor=executor)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(task, 1, colour="red")
+        airlock.enqueue(task, 2, colour="blue")
+    assert Relay(databases=["default"]).run_once().sent == 2
+    assert states() == [SENT, SENT]
+    return [intent_id for intent_id, _, _ in rows()]
+
+
+def test_celery(server):
+    from celery.contrib.testing.worker import start_worker
+
+    from airlock.integrations.executors.celery import celery_executor
+
+    app, _ = make_app(f"outbox_e2e_{server.port}", server.url, "outbox-e2e")
+    runs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    @app.task(name=f"outbox_e2e_{server.port}.job", bind=True, shared=False)
+    def job(self: Any, *args: Any, **kwargs: Any) -> None:
+        runs.append((self.request.id, args, kwargs))
+
+    ids = commit_two(job, celery_executor)
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["outbox-e2e"], use_eventloop=False):
+        wait_until(lambda: len(runs) == 2, "two Celery runs")
+    assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
+    app.pool.force_close_all()
+
+
+def test_dramatiq(server):
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.middleware import CurrentMessage
+
+    from airlock.integrations.executors.dramatiq import dramatiq_executor
+
+    previous = dramatiq.get_broker()
+    broker = RedisBroker(url=server.url)
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    runs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    try:
+
+        @dramatiq.actor(actor_name=f"outbox_e2e_{server.port}", broker=broker, max_retries=0)
+        def job(*args: Any, **kwargs: Any) -> None:
+            runs.append((CurrentMessage.get_current_message().message_id, args, kwargs))
+
+        ids = commit_two(job, dramatiq_executor)
+        worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+        worker.start()
+        try:
+            wait_until(lambda: len(runs) == 2, "two Dramatiq runs")
+        finally:
+            worker.stop()
+        assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
+    finally:
+        broker.close()
+        dramatiq.set_broker(previous)
+
+
+def test_huey(server):
+    from huey import RedisHuey
+
+    from airlock.integrations.executors.huey import huey_executor
+
+    huey = RedisHuey(f"outbox-e2e-{server.port}", url=server.url)
+    runs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    @huey.task(context=True)
+    def job(*args: Any, task: Any = None, **kwargs: Any) -> None:
+        runs.append((task.id, args, kwargs))
+
+    ids = commit_two(job, huey_executor)
+    consumer = huey.create_consumer(workers=1, worker_type="thread", periodic=False, check_worker_health=False)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    consumer.start()  # its worker threads; it also sets signal handlers, put back below
+    try:
+        wait_until(lambda: len(runs) == 2, "two Huey runs")
+    finally:
+        consumer.stop(graceful=True)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
+
+
+def test_django_q(tmp_path):
+    if os.environ.get("AIRLOCK_TEST_DB", "postgres") != "postgres":
+        pytest.skip("the qcluster subprocess runs on PostgreSQL, as the django-q2 suite does")
+    from django_q.conf import Conf
+    from django_q.models import Task
+
+    from airlock.integrations.executors.django_q import django_q_executor
+    from tests.django_q_support import Worker
+    from tests.django_q_support.tasks import record
+
+    queue = f"airlock-outbox-djq-{os.getpid()}"
+    with pytest.MonkeyPatch.context() as patch, open(tmp_path / "qcluster.log", "w+b") as log:
+        patch.setattr(Conf, "CLUSTER_NAME", queue)
+        worker = Worker(connection.settings_dict["NAME"], queue, log)
+        try:
+            ids = commit_two(record, django_q_executor)
+            done = wait_until(lambda: Task.objects.filter(id__in=ids).count() == 2, "two django-q2 runs", 60)
+        finally:
+            worker.stop()
+    assert done
+    results = {task.id: task.result for task in Task.objects.filter(id__in=ids)}
+    assert results == {
+        ids[0]: {"args": [1], "kwargs": {"colour": "red"}},
+        ids[1]: {"args": [2], "kwargs": {"colour": "blue"}},
+    }

@@ -1,0 +1,306 @@
+"""The relay, driven directly: claims, leases, backoff, the dead letter, held rows, its commands.
+
+Runs on PostgreSQL, and with AIRLOCK_TEST_DB=sqlite or =mariadb on those.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connections, transaction
+
+import airlock
+from airlock.integrations.django.outbox import (
+    DEAD,
+    HELD,
+    PENDING,
+    READY,
+    SENT,
+    OutboxMessage,
+    OutboxScope,
+    Relay,
+    configure_outbox,
+    outbox_stats,
+)
+from airlock.integrations.django.outbox._commands import parse_duration
+from airlock.integrations.executors.celery import celery_executor
+from tests.djangoproject.checks import require_database
+from tests.outbox_support import make_app, memory_messages, memory_record, rows, states
+from tests.own_redis import free_port
+
+require_database()
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+class Clock:
+    """The relay's clock, which a test moves; it starts a little ahead, so rows written now are due."""
+
+    def __init__(self) -> None:
+        self.now = time.time() + 5
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def outbox():
+    configure_outbox({"FAST_PATH": False})
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    memory_messages()
+    yield
+    configure_outbox(None)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def write_ready(*values, task=memory_record, using="default") -> None:
+    with airlock.scope(using=using), transaction.atomic(using=using):
+        for value in values:
+            airlock.enqueue(task, value)
+
+
+def relay(clock: Clock, **options) -> Relay:
+    return Relay(databases=["default", "other"], clock=clock, backoff=1.0, backoff_max=8.0, **options)
+
+
+def test_the_relay_publishes_ready_rows_in_order_with_their_intent_ids(clock):
+    write_ready(1, 2, 3)
+    done = relay(clock).run_once()
+    assert done.sent == 3
+    sent = memory_messages()
+    assert [args for _, args, _ in sent] == [[1], [2], [3]]
+    assert [task_id for task_id, _, _ in sent] == [intent_id for intent_id, _, _ in rows()]
+    assert states() == [SENT] * 3
+    assert relay(clock).run_once().sent == 0  # nothing twice
+
+
+def test_batches_are_claimed_until_the_table_is_drained(clock):
+    write_ready(*range(25))
+    done = relay(clock, batch_size=4).run_once()
+    assert done.sent == 25
+    assert [args[0] for _, args, _ in memory_messages()] == list(range(25))
+
+
+def test_pending_rows_are_not_published_and_become_held_after_hold_after(clock):
+    with pytest.raises(RuntimeError), airlock.scope():
+        with transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+        # The process "dies" here: simulate it by leaving the row and never deciding.
+        OutboxMessage.objects.update(written_by="gone")
+        scope = airlock.get_current_scope()
+        scope._entries = {}  # the dead process's memory is gone with it
+        raise RuntimeError
+    assert states() == [PENDING]
+    assert relay(clock, hold_after=60).run_once().sent == 0
+    clock.now += 61
+    assert relay(clock, hold_after=60).run_once().held == 1
+    assert states() == [HELD]
+    assert memory_messages() == []
+    out = io.StringIO()
+    call_command("airlock_requeue", "--held", stdout=out)
+    assert "1 row(s) ready again" in out.getvalue()
+    assert relay(clock).run_once().sent == 1
+    assert states() == [SENT]
+
+
+def test_a_row_that_always_fails_is_retried_with_backoff_then_dead_and_the_others_go(clock):
+    app, broken = make_app("outbox_renamed", "memory://")
+    write_ready("a", 1, "b")
+    write_ready("poison", task=broken)
+    # The task is gone from every registry (renamed in a deploy, say).
+    del app.tasks["outbox_renamed.record"]
+    write_ready("c")
+    worker = relay(clock, max_attempts=3)
+    done = worker.run_once()
+    assert (done.sent, done.failed, done.dead) == (4, 1, 0)
+    poison = OutboxMessage.objects.get(task="outbox_renamed.record")
+    assert (poison.state, poison.attempts) == (READY, 1)
+    assert "LookupError" in poison.last_error
+    assert poison.available_at > clock.now  # backing off
+    assert worker.run_once().failed == 0  # not due yet
+    for _ in range(2):
+        clock.now += 100
+        worker.run_once()
+    poison.refresh_from_db()
+    assert (poison.state, poison.attempts) == (DEAD, 3)
+    assert [args for _, args, _ in memory_messages()] == [["a"], [1], ["b"], ["c"]]
+    assert outbox_stats()["dead"] == 1
+    call_command("airlock_requeue", "--dead", stdout=io.StringIO())
+    poison.refresh_from_db()
+    assert (poison.state, poison.attempts, poison.last_error) == (READY, 0, "")
+
+
+def test_retry_delays_double_with_jitter_up_to_the_cap(clock):
+    worker = relay(clock)
+    for attempts, full in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delays = [worker.retry_delay(attempts) for _ in range(50)]
+        assert all(full / 2 <= delay <= full for delay in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+def test_an_unreachable_broker_spends_no_attempt_and_releases_the_batch(clock):
+    _, record = make_app("outbox_relay_down", f"redis://127.0.0.1:{free_port()}/0")
+    write_ready(1, 2, task=record)
+    done = relay(clock).run_once()
+    assert done.unreachable is not None
+    assert (done.sent, done.failed, done.released) == (0, 0, 2)
+    assert list(OutboxMessage.objects.values_list("state", "attempts", "claimed_by")) == [(READY, 0, "")] * 2
+    assert all(at <= clock.now for at in OutboxMessage.objects.values_list("available_at", flat=True))
+    OutboxMessage.objects.update(available_at=0)  # due for a relay on the real clock too
+    with pytest.raises(CommandError, match="the broker is unreachable"):
+        call_command("airlock_relay", "--once", stdout=io.StringIO())
+
+
+def test_a_dead_relays_claim_is_taken_over_after_its_lease(clock):
+    write_ready(1, 2)
+    dead = relay(clock, lease=30)
+    assert len(dead._claim("default", "dead-relay:1")) == 2  # claimed, then the relay dies
+    survivor = relay(clock, lease=30)
+    assert survivor.run_once().sent == 0
+    clock.now += 31
+    assert survivor.run_once().sent == 2
+    assert len(memory_messages()) == 2
+
+
+def test_a_stopping_relay_publishes_nothing_more_and_releases_its_batch(clock):
+    write_ready(1, 2, 3)
+    worker = relay(clock)
+    worker.stop()
+    done = worker.step("default")
+    assert (done.sent, done.released) == (0, 3)
+    assert list(OutboxMessage.objects.values_list("state", "attempts", "claimed_by")) == [(READY, 0, "")] * 3
+
+
+def test_rows_locked_by_another_relays_claim_are_skipped_not_waited_for(clock):
+    if not connections["default"].features.has_select_for_update_skip_locked:
+        pytest.skip("SQLite has no SKIP LOCKED: single-relay mode")
+    write_ready(1, 2, 3, 4)
+    locked = threading.Event()
+    release = threading.Event()
+
+    def other_relay() -> None:
+        with transaction.atomic():
+            list(OutboxMessage.objects.select_for_update().order_by("id").values_list("id", flat=True)[:2])
+            locked.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        claimed = relay(clock)._claim("default", "me:1")
+        assert [row[0] for row in claimed] == list(
+            OutboxMessage.objects.order_by("id").values_list("id", flat=True)[2:]
+        )
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_the_relay_serves_every_database(clock):
+    write_ready("default")
+    write_ready("other", using="other")
+    assert relay(clock).run_once().sent == 2
+    assert states("default") == [SENT]
+    assert states("other") == [SENT]
+
+
+def test_relay_once_command_reports_what_it_did():
+    write_ready(1, 2)
+    out = io.StringIO()
+    call_command("airlock_relay", "--once", "--database", "default", stdout=out)
+    assert "2 sent, 0 failed (0 dead), 0 held" in out.getvalue()
+    with pytest.raises(CommandError, match="no such alias"):
+        call_command("airlock_relay", "--once", "--database", "nope")
+
+
+def test_requeue_needs_to_be_told_what():
+    with pytest.raises(CommandError, match="--dead, --held"):
+        call_command("airlock_requeue")
+
+
+def test_purge_deletes_only_rows_sent_longer_ago_than_asked(clock):
+    write_ready(1, 2, 3)
+    relay(clock).run_once()
+    OutboxMessage.objects.filter(id=OutboxMessage.objects.order_by("id")[0].id).update(sent_at=clock.now - 8 * 86400)
+    write_ready(4)  # ready, never sent: never purged
+    out = io.StringIO()
+    call_command("airlock_purge", "--older-than", "7d", stdout=out)
+    assert "1 sent row(s) deleted" in out.getvalue()
+    assert sorted(states()) == [READY, SENT, SENT]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5w", 907200)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_a_bad_duration_says_how_to_write_one():
+    with pytest.raises(CommandError, match=r"e\.g\. 7d"):
+        call_command("airlock_purge", "--older-than", "a week")
+
+
+def test_stats_count_rows_per_state_and_the_oldest_waiting(clock):
+    write_ready(1, 2)
+    stats = outbox_stats(now=time.time() + 10)
+    assert stats["ready"] == 2
+    assert stats["sent"] == 0
+    assert 9 <= stats["oldest_pending_age"] <= 11
+
+
+def test_metrics_report_what_waits_what_died_and_what_was_published(clock):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from airlock.integrations.django.outbox._metrics import OutboxMetrics
+
+    reader = InMemoryMetricReader()
+    metrics = OutboxMetrics(MeterProvider(metric_readers=[reader]), databases=["default"])
+    write_ready(1, 2, 3)
+
+    def values() -> dict[str, float]:
+        found = {}
+        for resource in reader.get_metrics_data().resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = sum(point.value for point in metric.data.data_points)
+        return found
+
+    before = values()
+    assert before["airlock.outbox.pending"] == 3
+    assert before["airlock.outbox.oldest_pending_age"] >= 0
+    relay(clock, metrics=metrics).run_once()
+    after = values()
+    assert after["airlock.outbox.published"] == 3
+    assert after["airlock.outbox.pending"] == 0
+    assert after["airlock.outbox.dead"] == 0
+
+
+def test_the_admin_action_requeues_only_dead_and_held_rows(clock):
+    from django.contrib.admin import AdminSite
+
+    from airlock.integrations.django.outbox._admin import OutboxMessageAdmin, requeue_rows
+
+    write_ready(1, 2, 3)
+    first, second, third = OutboxMessage.objects.order_by("id")
+    OutboxMessage.objects.filter(pk=first.pk).update(state=DEAD, attempts=8)
+    OutboxMessage.objects.filter(pk=second.pk).update(state=HELD)
+    OutboxMessage.objects.filter(pk=third.pk).update(state=SENT)
+    said = []
+    admin = OutboxMessageAdmin(OutboxMessage, AdminSite())
+    admin.message_user = lambda request, text: said.append(text)
+    requeue_rows(admin, None, OutboxMessage.objects.all())
+    assert states() == [READY, READY, SENT]
+    assert said == ["2 row(s) are ready again; the relay will publish them."]
+    assert admin.has_add_permission(None) is False
