@@ -40,6 +40,7 @@ from django.db import connections, router  # type: ignore[import-untyped]  # Dja
 from django.db.backends.base.base import BaseDatabaseWrapper  # type: ignore[import-untyped]
 
 from airlock import Intent, Scope
+from airlock._context import flush_window
 from airlock.typing import Policy
 
 __all__ = ["DjangoScope", "TransactionRolledBack"]
@@ -135,21 +136,25 @@ class _CommitTicket:
         # (autocommit, a worker's task run) the intents went at the flush.
         moment = "at flush, with no transaction open on" if self.hooks is None else "after commit on"
         parts = self.parts
-        while self.done < len(parts):
-            scope, intents = parts[self.done]
-            self.done += 1
-            send = scope._release_one
-            for intent in intents:
-                try:
-                    send(intent)
-                except Exception:  # the others still go
-                    _log.exception(
-                        "airlock: %s failed to dispatch %s database %r; "
-                        "it was reported on airlock.signals.dispatch_failed",
-                        intent,
-                        moment,
-                        self.connection.alias,
-                    )
+        window = flush_window.set({})  # one broker failure fails the rest of this release fast
+        try:
+            while self.done < len(parts):
+                scope, intents = parts[self.done]
+                self.done += 1
+                send = scope._release_one
+                for intent in intents:
+                    try:
+                        send(intent)
+                    except Exception:  # the others still go
+                        _log.exception(
+                            "airlock: %s failed to dispatch %s database %r; "
+                            "it was reported on airlock.signals.dispatch_failed",
+                            intent,
+                            moment,
+                            self.connection.alias,
+                        )
+        finally:
+            flush_window.reset(window)
 
 
 def scheduled_intents(callback: object, *, released: bool = True) -> list[Intent]:
