@@ -381,7 +381,7 @@ class Scope:
             self._state = _DISCARDED
             if scope_discarded.receivers:
                 scope_discarded.emit(self, intents=list(buffer), error=error)
-            error.add_note(f"airlock: {self!r} was discarded because its flush failed")
+            add_note(error, f"airlock: {self!r} was discarded because its flush failed")
             raise
         # Everything that can fail has run; from here on the flush happens. The
         # buffers stay readable (tests read `s.intents` after the with-block).
@@ -604,7 +604,8 @@ class Scope:
                     dispatch_failed.emit(self, intent=intent, error=interrupt)
                 except Exception:  # observers never stop the reporting
                     _log.exception("airlock: a dispatch_failed receiver raised")
-        interrupt.add_note(
+        add_note(
+            interrupt,
             f"airlock: {len(untried)} intent(s) of {self!r} were not dispatched because of this "
             f"interrupt, and {len(failures) - len(untried)} failed before it; each was reported on "
             "airlock.signals.dispatch_failed, and they are in this exception's airlock_failures"
@@ -720,6 +721,19 @@ def unknown_keywords(where: str, unknown: Mapping[str, Any], valid: tuple[str, .
         close = difflib.get_close_matches(str(key), valid, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return f"{where} got unknown keyword(s) {', '.join(hints)}; the valid ones are {', '.join(valid)}"
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, which Python 3.10 lacks: there the note is kept in
+    ``__notes__`` all the same, where tests and tools read it, though not printed."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:
+        notes = getattr(error, "__notes__", None)
+        if notes is None:
+            notes = []
+            setattr(error, "__notes__", notes)  # noqa: B010  # typeshed knows __notes__ only from 3.11
+        notes.append(note)
 
 
 def check_dispatch_errors(value: object, where: str) -> str:
