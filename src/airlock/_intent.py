@@ -84,9 +84,7 @@ class Intent:
         enqueued_at_ns: int = 0,
     ) -> None:
         if not callable(task):
-            raise TypeError(
-                f"an intent's task must be callable, got {task!r} of type {type(task).__name__}"
-            )
+            raise TypeError(f"an intent's task must be callable, got {task!r} of type {type(task).__name__}")
         if hasattr(self, "_task"):
             raise AttributeError("Intent is immutable: it cannot be initialised twice")
         meta = None

@@ -182,13 +182,10 @@ class Scope:
     def exit(self) -> None:
         """Stop being the current scope and restore the previous one."""
         if self._state is not _ACTIVE:
-            raise ScopeStateError(
-                f"cannot exit {self!r}: only an active scope can exit; it is {self._state}"
-            )
+            raise ScopeStateError(f"cannot exit {self!r}: only an active scope can exit; it is {self._state}")
         if _current.get() is not self:
             raise ScopeStateError(
-                f"cannot exit {self!r}: it is not the current scope "
-                f"({_current.get()!r} is); exit inner scopes first"
+                f"cannot exit {self!r}: it is not the current scope ({_current.get()!r} is); exit inner scopes first"
             )
         try:
             _current.reset(self._token)
@@ -473,8 +470,7 @@ def _make_meta(
     if options is not None:
         if not isinstance(options, Mapping):
             raise TypeError(
-                f"enqueue(_dispatch_options=...) must be a mapping such as "
-                f"{{'countdown': 10}}, got {options!r}"
+                f"enqueue(_dispatch_options=...) must be a mapping such as {{'countdown': 10}}, got {options!r}"
             )
         options = dict(options)
     return _Meta(name, origin, options, local, capture() if capture is not None else None)
