@@ -16,7 +16,7 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all]' --group dev  # pip >= 25.1 for --group (PEP 735)
 	touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
