@@ -14,13 +14,13 @@ import pytest
 import redis
 from celery import Celery
 from celery.signals import after_task_publish
+from django.conf import settings as django_settings
 from django.db import connections, transaction
 from django.http import HttpResponse
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from django.utils.module_loading import import_string
 
 import airlock
-from airlock.integrations.django import configure_from_settings
 from tests.celery_support import DEFAULT_QUEUE, JOURNAL, REDIS_KEYPREFIX, REDIS_URL, configure_app, serving
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop.models import Order
@@ -89,7 +89,10 @@ def test_the_django_example_dispatches_through_celery_after_the_commit(redis_url
     app, send_confirmation, notify_warehouse = make_app()
     settings: dict[str, Any] = {}
     exec(SETTINGS, settings)
-    configure_from_settings(settings["AIRLOCK"])
+    # As written: the settings name no airlock app in INSTALLED_APPS, and nothing
+    # configured airlock; the middleware alone must honour settings.AIRLOCK.
+    without_app = [app for app in django_settings.INSTALLED_APPS if app != "airlock.integrations.django"]
+    assert airlock.get_configuration()["executor"] is None
     middleware_class = import_string(settings["MIDDLEWARE"][0])
 
     def process_checkout(request: Any) -> Order:
@@ -103,7 +106,8 @@ def test_the_django_example_dispatches_through_celery_after_the_commit(redis_url
     }
     exec(VIEW, namespace)
     # ATOMIC_REQUESTS: Django runs the view, inside the middleware, in atomic().
-    handler = middleware_class(transaction.atomic(namespace["checkout_view"]))
+    with override_settings(INSTALLED_APPS=without_app, MIDDLEWARE=settings["MIDDLEWARE"], AIRLOCK=settings["AIRLOCK"]):
+        handler = middleware_class(transaction.atomic(namespace["checkout_view"]))
     try:
         with publishes_recorded() as published:
             response = handler(RequestFactory().post("/checkout/", {"sku": "tea"}))

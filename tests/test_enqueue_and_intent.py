@@ -115,7 +115,7 @@ def test_str_reads_like_a_call():
     with airlock.scope(airlock.DropAll()):
         intent = airlock.enqueue(send_email, 7, force=True)
     assert str(intent) == "send_email(7, force=True)"
-    assert repr(intent) == "<Intent send_email(7, force=True)>"
+    assert repr(intent) == "Intent(name='send_email', args=(7,), kwargs={'force': True})"
 
 
 @pytest.mark.parametrize("field", ["task", "args", "kwargs", "origin", "dispatch_options", "name", "id"])

@@ -67,14 +67,13 @@ def test_enter_sets_current_and_exit_restores_parent():
 @pytest.mark.parametrize(
     ("prepare", "step", "message"),
     [
-        (lambda s: None, "flush", r"enter\(\) and exit\(\) it first"),
         (lambda s: s.enter(), "flush", "still active"),
-        (lambda s: (s.enter(), s.exit(), s.flush()), "flush", "already flushed"),
-        (lambda s: (s.enter(), s.exit(), s.discard()), "flush", "already discarded"),
-        (lambda s: (s.enter(), s.exit(), s.flush()), "discard", "already flushed"),
+        (lambda s: (s.enter(), s.exit(), s.flush()), "flush", "already been flushed"),
+        (lambda s: (s.enter(), s.exit(), s.discard()), "flush", "already been discarded"),
+        (lambda s: (s.enter(), s.exit(), s.flush()), "discard", "already been flushed"),
         (lambda s: s.enter(), "discard", "still active"),
     ],
-    ids=["never-entered", "active", "flush-twice", "flush-after-discard", "discard-after-flush", "discard-active"],
+    ids=["active", "flush-twice", "flush-after-discard", "discard-after-flush", "discard-active"],
 )
 def test_illegal_steps_raise_scope_state_error(prepare, step, message):
     scope = Scope()
@@ -100,10 +99,10 @@ def test_flushing_an_active_scope_keeps_its_buffer():
 
 def test_enter_twice_and_exit_twice_are_errors():
     scope = Scope().enter()
-    with pytest.raises(ScopeStateError, match="entered once"):
+    with pytest.raises(ScopeStateError, match="already active"):
         scope.enter()
     scope.exit()
-    with pytest.raises(ScopeStateError, match="only an active scope"):
+    with pytest.raises(ScopeStateError, match="not active"):
         scope.exit()
     scope.discard()
 

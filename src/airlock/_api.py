@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from inspect import iscoroutinefunction
 from typing import Any, TypeVar, overload
@@ -10,7 +12,7 @@ from typing import Any, TypeVar, overload
 from airlock import _context
 from airlock._config import config
 from airlock._errors import NoScopeError
-from airlock._intent import Intent
+from airlock._intent import Intent, is_task_object
 from airlock._scope import Scope, _check_policy
 from airlock.typing import Policy
 
@@ -43,11 +45,18 @@ def scope(
     cls = _cls or config.scope_cls or Scope
     if policy is None:
         policy = config.policy
-    if executor is None:
+    is_chosen = executor is not None
+    if not is_chosen:
         executor = config.executor
     if config.scope_kwargs and (_cls is None or _cls is config.scope_cls):
         kwargs = {**config.scope_kwargs, **kwargs}
-    return cls(policy, executor=executor, **kwargs)
+    # By keyword, so a subclass written as __init__(self, *, policy=None, executor=None) works.
+    new = cls(policy=policy, executor=executor, **kwargs)
+    if not is_chosen:
+        # The configured executor is a default, not a choice: nested in a scope
+        # that chose one, this scope's intents go that scope's way.
+        new._is_chosen = False
+    return new
 
 
 @overload
@@ -115,17 +124,22 @@ def enqueue(
 
     .. versionadded:: 0.1
     """
-    if not callable(task):
+    if not callable(task) and not is_task_object(task):
         raise TypeError(
             f"airlock.enqueue() needs a callable task first, got {task!r} of type "
-            f"{type(task).__name__}; pass the function itself, e.g. enqueue(send_email, 7)"
+            f"{type(task).__name__}; pass the function itself, e.g. enqueue(send_email, 7), "
+            "or a queue's task object (with .delay, .apply_async, .send, .schedule or .enqueue)"
         )
+    if kwargs and (_SUSPECT in kwargs or min(kwargs) <= _UNDERSCORED):
+        # A key starting with "_" (or sorting before it, which is rare and cheap to
+        # look at again) may be a misspelt airlock keyword; look closer.
+        _refuse_misspelt_keywords(task, kwargs)
     current = _current.get()
     if current is None:
         raise NoScopeError(
-            f"airlock.enqueue({_task_label(task)}) was called with no scope active, and airlock "
-            "never dispatches outside one. Wrap the unit of work in `with airlock.scope():`, "
-            "use @airlock.scoped, the Django middleware, or a task-run scope."
+            f"airlock.enqueue({_task_label(task)}) was called without an active airlock.scope(), "
+            "and airlock never dispatches outside one. Wrap the unit of work in "
+            "`with airlock.scope():`, use @airlock.scoped, the Django middleware, or a task-run scope."
         )
     return current._enqueue(task, args, kwargs, _name, _origin, _dispatch_options)
 
@@ -171,6 +185,38 @@ class policy:  # noqa: N801 - used like a function: `with airlock.policy(p):`
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__(*exc_info)
+
+
+_KEYWORDS = ("_name", "_origin", "_dispatch_options")
+_SUSPECT = "dispatch_options"
+_UNDERSCORED = "_\U0010ffff"
+
+
+def _refuse_misspelt_keywords(task: Any, kwargs: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` for a keyword that looks like a misspelt airlock keyword.
+
+    A task that declares the parameter by that name gets it, as asked.
+    """
+    for key in kwargs:
+        if not (key.startswith("_") or key == _SUSPECT):
+            continue
+        close = difflib.get_close_matches(key if key.startswith("_") else "_" + key, _KEYWORDS, n=1, cutoff=0.75)
+        if close and not _declares(task, key):
+            raise TypeError(
+                f"airlock.enqueue({_task_label(task)}, {key}=...): {key!r} is not an airlock keyword "
+                f"(did you mean {close[0]!r}?), and {_task_label(task)} does not declare a parameter "
+                f"of that name, so it would reach the task as a keyword argument. The airlock "
+                f"keywords are {', '.join(_KEYWORDS)}."
+            )
+
+
+def _declares(task: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(task).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
 
 
 def _is_plain_function(obj: object) -> bool:

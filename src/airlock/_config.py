@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, final
 
 from airlock._intent import Intent
-from airlock._scope import Scope, _check_policy
+from airlock._scope import Scope, _check_policy, unknown_keywords
 from airlock.typing import Policy
 
 __all__ = ["configure", "get_configuration", "reset_configuration"]
@@ -94,8 +93,4 @@ def get_configuration() -> dict[str, Any]:
 
 
 def _unknown_keywords(where: str, unknown: Mapping[str, Any]) -> str:
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, _KEYS, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return f"{where} got unknown keyword(s) {', '.join(hints)}; the valid ones are {', '.join(_KEYS)}"
+    return unknown_keywords(where, unknown, _KEYS)

@@ -20,7 +20,13 @@ def sync_executor(intent: Intent) -> Any:
     .. versionadded:: 0.1
     """
     # The private slots: this runs once per intent on the default path.
-    result = intent._task(*intent._args, **intent._kwargs)
+    task = intent._task
+    try:
+        result = task(*intent._args, **intent._kwargs)
+    except TypeError:
+        if callable(task):
+            raise
+        return _run_task_object(intent)
     if type(result) is CoroutineType:
         result.close()
         raise TypeError(
@@ -29,3 +35,15 @@ def sync_executor(intent: Intent) -> Any:
             "executor that hands the task to a queue."
         )
     return result
+
+
+def _run_task_object(intent: Intent) -> Any:
+    """Run a task object that is not callable itself, in this process."""
+    call = getattr(intent.task, "call", None)  # a Django 6 Task runs in-process with .call()
+    if callable(call):
+        return call(*intent.args, **intent.kwargs)
+    raise TypeError(
+        f"{intent.name} is a task object that cannot be called in this process, and the sync "
+        "executor only calls tasks; dispatch it with its queue's executor (for example "
+        "airlock.scope(executor=celery_executor))"
+    )

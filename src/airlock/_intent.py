@@ -82,11 +82,16 @@ class Intent:
         local_policies: tuple[Policy, ...] = (),
         trace_context: Any = None,
         enqueued_at_ns: int = 0,
+        _local_policies: tuple[Policy, ...] = (),
     ) -> None:
-        if not callable(task):
-            raise TypeError(f"an intent's task must be callable, got {task!r} of type {type(task).__name__}")
+        if not callable(task) and not is_task_object(task):
+            raise TypeError(
+                f"an intent's task must be callable or a queue's task object (with .delay, "
+                f".apply_async, .send, .schedule or .enqueue), got {task!r} of type {type(task).__name__}"
+            )
         if hasattr(self, "_task"):
             raise AttributeError("Intent is immutable: it cannot be initialised twice")
+        local_policies = tuple(local_policies) or tuple(_local_policies)  # airlock-py's spelling
         meta = None
         if (
             name is not None
@@ -171,7 +176,14 @@ class Intent:
         return f"{self.name}({', '.join(parts)})"
 
     def __repr__(self) -> str:
-        return f"<Intent {self}>"
+        parts = f"name={self.name!r}, args={self._args!r}, kwargs={self._kwargs!r}"
+        meta = self._meta
+        if meta is not None:
+            if meta.dispatch_options:
+                parts += f", dispatch_options={dict(meta.dispatch_options)!r}"
+            if meta.origin is not None:
+                parts += f", origin={meta.origin!r}"
+        return f"Intent({parts})"
 
 
 # Observers and policies ask for the names of a run of intents that mostly share a
@@ -201,6 +213,22 @@ def task_name(task: Callable[..., Any]) -> str:
     if isinstance(value, str):
         return value
     return type(task).__name__
+
+
+_TASK_METHODS = ("delay", "apply_async", "send", "schedule", "enqueue")
+
+
+def is_task_object(task: object) -> bool:
+    """True for a queue's task object that is not callable itself (a Django 6 ``Task``)."""
+    return any(callable(getattr(task, method, None)) for method in _TASK_METHODS)
+
+
+def with_arguments(intent: Intent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Intent:
+    """The same intent (task, name, options, stamp, trace) with other arguments.
+
+    For an executor's ``check_enqueue`` that snapshots what it will send.
+    """
+    return _new(intent._task, tuple(args), dict(kwargs), intent._meta, intent._stamp)
 
 
 def _new(

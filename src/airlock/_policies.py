@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, final
 
 from airlock._errors import PolicyViolation
+from airlock._intent import is_task_object, task_name
 
 if TYPE_CHECKING:
     from airlock._intent import Intent
@@ -64,9 +65,13 @@ class AssertNoEffects(_PolicyBase):
 
     def on_enqueue(self, intent: Intent) -> None:
         raise PolicyViolation(
-            f"{intent} was enqueued where AssertNoEffects forbids side effects; "
-            "move the call out of this block or choose another policy"
+            f"Unexpected side effect: {intent} was enqueued where AssertNoEffects forbids "
+            "side effects; move the call out of this block or choose another policy"
         )
+
+    def allows(self, intent: Intent) -> bool:
+        """Never: an intent that got this far (captured from a descendant) is still unexpected."""
+        return False
 
 
 @final
@@ -74,7 +79,9 @@ class BlockTasks(_PolicyBase):
     """Drop (or refuse outright) intents whose task name is in ``names``.
 
     Args:
-        names: Task names as :attr:`Intent.name` gives them (``"send_email"``).
+        names: Task names as :attr:`Intent.name` gives them (``"send_email"``), or
+            the tasks themselves (``BlockTasks([send_sms])``), which stand for their
+            names.
         raise_on_enqueue: Raise ``PolicyViolation`` at enqueue instead of dropping
             quietly at flush.
 
@@ -83,13 +90,18 @@ class BlockTasks(_PolicyBase):
 
     __slots__ = ("names", "raise_on_enqueue")
 
-    def __init__(self, names: Iterable[str], *, raise_on_enqueue: bool = False) -> None:
+    def __init__(self, names: Iterable[str | Callable[..., Any]], *, raise_on_enqueue: bool = False) -> None:
         if isinstance(names, str):
             raise TypeError(
                 f"BlockTasks takes a collection of task names, got the string {names!r}; "
                 f"write BlockTasks({{{names!r}}})"
             )
-        self.names = frozenset(names)
+        if not isinstance(names, Iterable) or callable(names) or is_task_object(names):
+            raise TypeError(
+                f"BlockTasks takes a collection of task names or tasks, got {names!r}; "
+                f"write BlockTasks([{task_name(names) if callable(names) else 'send_email'!r}])"
+            )
+        self.names = frozenset(_as_name(entry) for entry in names)
         self.raise_on_enqueue = raise_on_enqueue
 
     def on_enqueue(self, intent: Intent) -> None:
@@ -118,9 +130,22 @@ class LogOnFlush(_PolicyBase):
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("airlock")
 
+    def __repr__(self) -> str:
+        return f"LogOnFlush(logger={self.logger.name!r})"
+
     def allows(self, intent: Intent) -> bool:
         self.logger.info("airlock: flushing %s", intent)
         return True
+
+
+def _as_name(entry: object) -> str:
+    if isinstance(entry, str):
+        return entry
+    if callable(entry) or is_task_object(entry):
+        return task_name(entry)  # type: ignore[arg-type]
+    raise TypeError(
+        f"BlockTasks takes task names (strings) or tasks, got {entry!r} of type {type(entry).__name__}"
+    )
 
 
 def is_allow_all(policy: object) -> bool:

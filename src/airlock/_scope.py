@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import itertools
 from collections.abc import Callable, Mapping
 from operator import attrgetter
@@ -75,11 +77,15 @@ class Scope:
         self,
         policy: Policy | None = None,
         executor: Callable[[Intent], Any] | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise TypeError(unknown_keywords(f"{type(self).__name__}()", unknown, _init_parameters(type(self))))
         if policy is None:
             policy = _ALLOW_ALL
         else:
             _check_policy(policy, "Scope(policy=...)")
+        chosen = executor is not None
         if executor is None:
             executor = sync_executor
         elif not callable(executor):
@@ -89,6 +95,13 @@ class Scope:
             )
         self._policy = policy
         self._executor = executor
+        # How this scope's own intents go: its executor when one was chosen, else
+        # (see enter) the enclosing scope's way. _routes holds the captured intents
+        # that go another way than _route, by id; None while there are none.
+        self._is_chosen = chosen
+        self._route = executor
+        self._routes: dict[int, Callable[[Intent], Any]] | None = None
+        self._check: Callable[[Intent], Intent | None] | None = getattr(executor, "check_enqueue", None)
         self._number = next(_scope_numbers)
         self._state = _CREATED
         self._parent: Scope | None = None
@@ -118,6 +131,26 @@ class Scope:
     @property
     def executor(self) -> Callable[[Intent], Any]:
         return self._executor
+
+    def executor_for(self, intent: Intent) -> Callable[[Intent], Any]:
+        """The executor that will send ``intent``, one of this scope's buffered intents.
+
+        The scope an intent was enqueued in decides how it goes: its own executor
+        when one was chosen for it (``scope(executor=...)``), else the one its
+        enclosing scope would use. A captured intent keeps that choice, whichever
+        ancestor finally flushes it. A test override (``airlock.testing``) wins.
+
+        .. versionadded:: 0.1
+        """
+        override = _hooks.executor_override
+        if override is not None:
+            return override
+        routes = self._routes
+        if routes:
+            route = routes.get(id(intent))
+            if route is not None:
+                return route
+        return self._route
 
     @property
     def parent(self) -> Scope | None:
@@ -166,13 +199,17 @@ class Scope:
         """Make this scope the current one, remembering the one it replaces."""
         if self._state is not _CREATED:
             raise ScopeStateError(
-                f"cannot enter {self!r}: a scope is entered once; it is {self._state}. "
+                f"cannot enter {self!r}: a scope is entered once, and it {_STATE_PHRASES[self._state]}. "
                 "Create a new scope for a new unit of work."
             )
         parent = _current.get()
         if type(parent) is _context.PolicyGuard:
             parent = parent.scope
         self._parent = parent
+        if parent is not None and not self._is_chosen:
+            # No executor of its own: its intents go the way the enclosing scope's do.
+            self._route = parent._route
+            self._check = parent._check
         self._token = _current.set(self)
         self._state = _ACTIVE
         if scope_entered.receivers:
@@ -182,7 +219,10 @@ class Scope:
     def exit(self) -> None:
         """Stop being the current scope and restore the previous one."""
         if self._state is not _ACTIVE:
-            raise ScopeStateError(f"cannot exit {self!r}: only an active scope can exit; it is {self._state}")
+            raise ScopeStateError(
+                f"cannot exit {self!r}: it is not active (it {_STATE_PHRASES[self._state]}); "
+                "only an entered scope can exit"
+            )
         if _current.get() is not self:
             raise ScopeStateError(
                 f"cannot exit {self!r}: it is not the current scope ({_current.get()!r} is); exit inner scopes first"
@@ -243,8 +283,8 @@ class Scope:
     ) -> Intent:
         if self._state is not _ACTIVE:
             raise ScopeStateError(
-                f"cannot enqueue into {self!r}: it is {self._state}, so the intent "
-                "could never be flushed. Enqueue inside an active scope."
+                f"cannot enqueue into {self!r}: it is not active (it {_STATE_PHRASES[self._state]}), "
+                "so the intent could never be flushed. Enqueue inside an active scope."
             )
         local = _local_policies.get()
         capture = _hooks.capture_trace_context
@@ -262,6 +302,10 @@ class Scope:
         intent._kwargs = kwargs
         intent._meta = meta
         intent._stamp = time_ns()
+        check = self._check
+        if check is not None:
+            # The executor's own look at the intent, while the caller's transaction is open.
+            intent = check(intent) or intent
         # Nobody to ask and nobody listening: skip building the event at all.
         if local or self._gates or intent_enqueued.receivers:
             intent_enqueued.emit_intent(self, intent)
@@ -288,10 +332,9 @@ class Scope:
         if self._judges or self._has_local_policies:
             kept, dropped = self._judge(buffer)
         plan, survivors = self._plan_capture(kept)
-        # Everything that can fail has run; from here on the flush happens.
+        # Everything that can fail has run; from here on the flush happens. The
+        # buffers stay readable (tests read `s.intents` after the with-block).
         self._state = _FLUSHED
-        self._buffer = []
-        self._captured = []
         if dropped and intent_dropped.receivers:
             for intent, policy in dropped:
                 intent_dropped.emit(self, intent=intent, policy=policy)
@@ -315,22 +358,21 @@ class Scope:
             The dropped intents, in enqueue order.
         """
         self._require_exited("discard")
-        dropped = self._buffer
+        dropped = list(self._buffer)
         self._state = _DISCARDED
-        self._buffer = []
-        self._captured = []
         if scope_discarded.receivers:
             scope_discarded.emit(self, intents=dropped, error=error)
         return dropped
 
     def _require_exited(self, step: str) -> None:
-        if self._state is _EXITED:
+        # A scope that was never entered holds nothing; flushing or discarding it
+        # only settles its state (as airlock-py allows).
+        if self._state is _EXITED or self._state is _CREATED:
             return
         advice = {
-            _CREATED: "enter() and exit() it first",
             _ACTIVE: "it is still active: call exit() first (or let its with-block end)",
-            _FLUSHED: "it was already flushed, and a scope flushes or discards once",
-            _DISCARDED: "it was already discarded, and a scope flushes or discards once",
+            _FLUSHED: "it has already been flushed, and a scope flushes or discards once",
+            _DISCARDED: "it has already been discarded, and a scope flushes or discards once",
         }[self._state]
         raise ScopeStateError(f"cannot {step} {self!r}: {advice}")
 
@@ -391,6 +433,9 @@ class Scope:
         return plan, pending
 
     def _take(self, intents: list[Intent], child: Scope) -> None:
+        route, routes = child._route, child._routes
+        if route is not self._route or routes:
+            self._keep_routes(intents, route, routes)
         buffer = self._buffer
         late = bool(buffer) and _by_stamp(intents[0]) < _by_stamp(buffer[-1])
         buffer.extend(intents)
@@ -400,6 +445,21 @@ class Scope:
         if intent_captured.receivers:
             for intent in intents:
                 intent_captured.emit(self, intent=intent, child=child)
+
+    def _keep_routes(
+        self,
+        intents: list[Intent],
+        route: Callable[[Intent], Any],
+        routes: dict[int, Callable[[Intent], Any]] | None,
+    ) -> None:
+        """Remember how captured intents go, where that differs from this scope's way."""
+        mine = self._routes
+        if mine is None:
+            mine = self._routes = {}
+        for intent in intents:
+            way = routes.get(id(intent), route) if routes else route
+            if way is not self._route:
+                mine[id(intent)] = way
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -507,7 +567,10 @@ def _check_on_enqueue(scope: Scope, intent: Intent) -> None:
 
 def _dispatch(scope: Scope, intent: Intent) -> None:
     """airlock's receiver on ``intent_released``: hand the intent to the executor."""
-    executor = _hooks.executor_override or scope._executor
+    executor = _hooks.executor_override
+    if executor is None:
+        routes = scope._routes
+        executor = (routes.get(id(intent)) if routes else None) or scope._route
     try:
         result = executor(intent)
     except Exception as error:
@@ -520,5 +583,38 @@ def _dispatch(scope: Scope, intent: Intent) -> None:
 
 intent_enqueued._attach_core(_check_on_enqueue, before_observers=True)
 intent_released._attach_core(_dispatch, before_observers=False)
+
+
+def unknown_keywords(where: str, unknown: Mapping[str, Any], valid: tuple[str, ...]) -> str:
+    """The message for keywords nobody takes, each with its closest valid one."""
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{where} got unknown keyword(s) {', '.join(hints)}; the valid ones are {', '.join(valid)}"
+
+
+def _init_parameters(cls: type) -> tuple[str, ...]:
+    """The keyword names the ``__init__`` methods along ``cls``'s MRO declare."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for name, parameter in inspect.signature(init).parameters.items():
+            if name != "self" and parameter.kind in _NAMED and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+_STATE_PHRASES = {
+    _CREATED: "was never entered",
+    _ACTIVE: "is already active",
+    _EXITED: "has exited and waits for flush() or discard()",
+    _FLUSHED: "has already been flushed",
+    _DISCARDED: "has already been discarded",
+}
 
 _BUILTIN_POLICY_TYPES = frozenset({AllowAll, AssertNoEffects, BlockTasks, DropAll, LogOnFlush})

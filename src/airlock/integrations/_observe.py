@@ -61,9 +61,15 @@ class Receivers:
             self.is_awake = False
 
 
-def executor_of(scope: Scope) -> Callable[[Intent], Any]:
-    """The executor that will send the scope's intents (a test override wins, as in the core)."""
-    return _context.hooks.executor_override or scope.executor
+def executor_of(scope: Scope, intent: Intent | None = None) -> Callable[[Intent], Any]:
+    """The executor that will send ``intent`` (else the scope's own), as the core decides.
+
+    A test override wins; a captured intent keeps the executor of the scope it was
+    enqueued in (:meth:`Scope.executor_for`).
+    """
+    if intent is None:
+        return _context.hooks.executor_override or scope._route
+    return scope.executor_for(intent)
 
 
 # Executor -> its messaging system. Executors are few and long-lived, and working the
@@ -72,9 +78,9 @@ _systems: dict[Any, str] = {}
 _SYSTEMS_CAP = 256
 
 
-def system_of(scope: Scope) -> str:
-    """``messaging_system(executor_of(scope))``, remembered per executor."""
-    executor = executor_of(scope)
+def system_of(scope: Scope, intent: Intent | None = None) -> str:
+    """``messaging_system(executor_of(scope, intent))``, remembered per executor."""
+    executor = executor_of(scope, intent)
     try:
         return _systems[executor]
     except KeyError:

@@ -213,7 +213,7 @@ class _LogSubscriber:
         if log is None:
             if self._is_enabled(logging.INFO):
                 fields = self._finished(scope, intent, "dispatched")
-                fields["message_id"] = message_id(system_of(scope), result)
+                fields["message_id"] = message_id(system_of(scope, intent), result)
                 self._log(logging.INFO, _DISPATCHED, fields)
             else:
                 self._released.pop(id(intent), None)
@@ -228,7 +228,7 @@ class _LogSubscriber:
             origin=None if meta is None else meta.origin,
             outcome="dispatched",
             deferral_ms=_deferral_ms(intent, released),
-            message_id=None if result is None else message_id(system_of(scope), result),
+            message_id=None if result is None else message_id(system_of(scope, intent), result),
         )
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:

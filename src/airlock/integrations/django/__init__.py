@@ -14,6 +14,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without Django
     raise ImportError("airlock.integrations.django needs Django: pip install 'airlock[django]'") from error
 
+from airlock.integrations.django import checks  # noqa: F401  # registers the system checks
 from airlock.integrations.django._commands import AirlockCommand, command_scope
 from airlock.integrations.django._middleware import AirlockMiddleware
 from airlock.integrations.django._scope import DjangoScope, TransactionRolledBack

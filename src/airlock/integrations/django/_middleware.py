@@ -10,6 +10,8 @@ from django.http import HttpRequest, HttpResponseBase  # type: ignore[import-unt
 
 import airlock
 from airlock import Scope
+from airlock.integrations.django._settings import configure_without_app
+from airlock.integrations.django.checks import is_app_installed
 
 __all__ = ["AirlockMiddleware"]
 
@@ -34,6 +36,10 @@ class AirlockMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        if not is_app_installed():
+            # The middleware alone (no app in INSTALLED_APPS) still honours
+            # settings.AIRLOCK for requests; what it cannot honour fails here.
+            configure_without_app()
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:

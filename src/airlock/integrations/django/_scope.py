@@ -161,8 +161,9 @@ class DjangoScope(Scope):
         executor: Callable[[Intent], Any] | None = None,
         *,
         using: str | None = None,
+        **unknown: Any,
     ) -> None:
-        super().__init__(policy, executor)
+        super().__init__(policy, executor, **unknown)
         if using is None:
             using = router.db_for_write(None)
         if using not in connections.settings:
@@ -224,14 +225,18 @@ class DjangoScope(Scope):
 
     def _take(self, intents: list[Intent], child: Scope) -> None:
         # Captured intents keep the ticket (and so the transaction) they were born with.
-        tickets = getattr(child, "_tickets", None)
-        if tickets:
-            for intent in intents:
-                ticket = tickets.pop(id(intent), None)
-                if ticket is not None:
-                    self._tickets[id(intent)] = ticket
-                    if ticket.state is _WAITING:
-                        self._judges = True
+        # Those from a plain Scope have none: tie them to the transaction open now, as
+        # the child exits (usually still inside the atomic() block they were made in),
+        # so a rollback of that block drops them too.
+        tickets = getattr(child, "_tickets", None) or {}
+        for intent in intents:
+            ticket = tickets.pop(id(intent), None)
+            if ticket is None:
+                ticket = self._register()
+                ticket.intent = intent
+            self._tickets[id(intent)] = ticket
+            if ticket.state is _WAITING:
+                self._judges = True
         super()._take(intents, child)
 
     def _judge(self, intents: list[Intent]) -> tuple[list[Intent], list[tuple[Intent, Policy]]]:

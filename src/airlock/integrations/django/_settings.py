@@ -63,6 +63,24 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     return chosen
 
 
+def configure_without_app() -> None:
+    """Apply ``settings.AIRLOCK`` for a process whose ``INSTALLED_APPS`` lacks the app.
+
+    Raises:
+        ImproperlyConfigured: A key only the app can honour, or a bad setting.
+    """
+    from airlock.integrations.django.checks import APP, APP_ONLY_KEYS
+
+    values = getattr(settings, "AIRLOCK", None) or {}
+    app_only = sorted(key for key in values if key in APP_ONLY_KEYS) if isinstance(values, Mapping) else []
+    if app_only:
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK sets {', '.join(app_only)}, which needs the airlock app: "
+            f"add {APP!r} to INSTALLED_APPS"
+        )
+    configure_from_settings()
+
+
 def _resolve(values: Mapping[str, Any], key: str, convert: Callable[[str, Any], Any]) -> Any:
     value = values.get(key)
     if value is None:
@@ -111,7 +129,7 @@ def _as_kwargs(key: str, value: Any) -> Any:
 def _try_a_scope(chosen: dict[str, Any]) -> None:
     """Build one scope now, so bad SCOPE_KWARGS fail at start-up, not on a request."""
     try:
-        chosen["scope_cls"](chosen["policy"], executor=chosen["executor"], **chosen["scope_kwargs"])
+        chosen["scope_cls"](policy=chosen["policy"], executor=chosen["executor"], **chosen["scope_kwargs"])
     except (TypeError, ValueError) as error:
         raise ImproperlyConfigured(
             f"settings.AIRLOCK['SCOPE_KWARGS'] = {chosen['scope_kwargs']!r} does not suit "

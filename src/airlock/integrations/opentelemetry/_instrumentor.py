@@ -291,7 +291,7 @@ class _Tracing:
         if not self.traces_on.is_on:
             return
         now = time_ns()
-        system = system_of(scope)
+        system = system_of(scope, intent)
         name = intent.name
         meta = intent._meta  # read once: the properties would each read it again
         if meta is None:
@@ -344,7 +344,7 @@ class _Tracing:
     def intent_dispatched(self, scope: Scope, *, intent: Intent, result: Any) -> None:
         dispatch = self.dispatches.pop(id(intent), None)
         if dispatch is None:
-            system = system_of(scope)
+            system = system_of(scope, intent)
             released = time_ns()
             record = self._record(scope)
         else:
@@ -377,7 +377,7 @@ class _Tracing:
 
     def dispatch_failed(self, scope: Scope, *, intent: Intent, error: BaseException) -> None:
         dispatch = self.dispatches.pop(id(intent), None)
-        system = system_of(scope) if dispatch is None else dispatch.system
+        system = system_of(scope, intent) if dispatch is None else dispatch.system
         if dispatch is not None:
             span = dispatch.span
             if span.is_recording():
