@@ -130,10 +130,12 @@ def enqueue(
             f"{type(task).__name__}; pass the function itself, e.g. enqueue(send_email, 7), "
             "or a queue's task object (with .delay, .apply_async, .send, .schedule or .enqueue)"
         )
-    if kwargs and (_SUSPECT in kwargs or min(kwargs) <= _UNDERSCORED):
-        # A key starting with "_" (or sorting before it, which is rare and cheap to
-        # look at again) may be a misspelt airlock keyword; look closer.
-        _refuse_misspelt_keywords(task, kwargs)
+    for key in kwargs:
+        # A key starting with "_" (or with anything that sorts before "`", which is
+        # rare and cheap to look at again) may be a misspelt airlock keyword.
+        if key < "`" or key == _SUSPECT:
+            _refuse_misspelt_keywords(task, kwargs)
+            break
     current = _current.get()
     if current is None:
         raise NoScopeError(
@@ -189,7 +191,6 @@ class policy:  # noqa: N801 - used like a function: `with airlock.policy(p):`
 
 _KEYWORDS = ("_name", "_origin", "_dispatch_options")
 _SUSPECT = "dispatch_options"
-_UNDERSCORED = "_\U0010ffff"
 
 
 def _refuse_misspelt_keywords(task: Any, kwargs: Mapping[str, Any]) -> None:

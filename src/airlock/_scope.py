@@ -567,10 +567,8 @@ def _check_on_enqueue(scope: Scope, intent: Intent) -> None:
 
 def _dispatch(scope: Scope, intent: Intent) -> None:
     """airlock's receiver on ``intent_released``: hand the intent to the executor."""
-    executor = _hooks.executor_override
-    if executor is None:
-        routes = scope._routes
-        executor = (routes.get(id(intent)) if routes else None) or scope._route
+    routes = scope._routes
+    executor = _hooks.executor_override or (routes and routes.get(id(intent))) or scope._route
     try:
         result = executor(intent)
     except Exception as error:
