@@ -67,7 +67,8 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
     # Test databases of their own, so a run never drops another run's (two work trees, CI).
     env = {"AIRLOCK_TEST_DB_SUFFIX": os.environ.get("AIRLOCK_TEST_DB_SUFFIX") or f"_nox{os.getpid()}"}
-    session.run("python", "-m", "pytest", *session.posargs, env=env)
+    # --durations: CI's log shows where the 15-minute budget goes.
+    session.run("python", "-m", "pytest", "--durations=10", *session.posargs, env=env)
     django_tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_django_*.py"))
     session.run("python", "-m", "pytest", "-q", *django_tests, env={**env, "AIRLOCK_TEST_DB": "sqlite"})
 

@@ -293,8 +293,9 @@ def test_pytest_django_and_django_testcase(pytester: pytest.Pytester, monkeypatc
 
 
 def test_the_plugin_is_registered_by_its_entry_point(pytester: pytest.Pytester) -> None:
-    """``pytest --markers``/``--fixtures`` in a bare directory list the plugin's names."""
-    result = pytester.runpytest_subprocess("--markers", "-p", "no:django")
+    """``pytest --markers``/``--fixtures`` in a bare directory list the plugin's names (in-process: fast)."""
+    pytester.makeini(INI)
+    result = pytester.runpytest("--markers", "-p", "no:django")
     result.stdout.fnmatch_lines(["@pytest.mark.airlock_no_enqueue: fail the test if its body enqueues*"])
-    result = pytester.runpytest_subprocess("--fixtures", "-p", "no:django")
+    result = pytester.runpytest("--fixtures", "-p", "no:django")
     result.stdout.fnmatch_lines(["airlock_capture -- *", "airlock_eager -- *"])
