@@ -365,7 +365,11 @@ def _kwargs(node: ast.Call) -> dict[str | None, ast.expr]:
 
 
 def _known_tasks(tree: ast.AST) -> set[str]:
-    """Names this file knows are tasks: decorated here, or imported from a tasks module."""
+    """Names this file knows are tasks: decorated here, or imported from a tasks module.
+
+    A name ending in "." is a module of tasks (``from shop import tasks``,
+    ``import shop.tasks``): every attribute of it counts.
+    """
     known: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -373,13 +377,15 @@ def _known_tasks(tree: ast.AST) -> set[str]:
                 target = decorator.func if isinstance(decorator, ast.Call) else decorator
                 if _last_name(target) in _TASK_DECORATORS:
                     known.add(node.name)
-        elif isinstance(node, ast.ImportFrom) and node.module and _TASK_MODULES.search(node.module):
-            known.update(alias.asname or alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level and node.module is None:
-            # from . import tasks  ->  tasks.send_email.send(...)
-            known.update(f"{alias.asname or alias.name}." for alias in node.names if _TASK_MODULES.search(alias.name))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        elif isinstance(node, ast.ImportFrom):
+            from_tasks = bool(node.module and _TASK_MODULES.search(node.module))
+            for alias in node.names:
+                name = alias.asname or alias.name
+                if from_tasks:
+                    known.add(name)
+                elif _TASK_MODULES.search(alias.name):
+                    known.add(f"{name}.")
+        elif isinstance(node, ast.Import):
             known.update(f"{a.asname or a.name}." for a in node.names if _TASK_MODULES.search(a.name))
     return _expand_modules(known, tree)
 

@@ -5,6 +5,8 @@ from django.db import transaction
 from django.tasks import task
 from huey import RedisHuey
 
+from shop import actors
+
 from . import jobs
 
 huey = RedisHuey("shop")
@@ -33,6 +35,7 @@ def place(order):
     index_order.enqueue(order.pk)  # expect: AIR006
     index_order.using(queue_name="slow", priority=5).enqueue(order.pk)  # expect: AIR006
     jobs.rebuild.send(order.pk)  # expect: AIR003
+    actors.notify.send(order.pk)  # expect: AIR003
     transaction.on_commit(lambda: index_order.enqueue(order.pk))  # expect: AIR010
     transaction.on_commit(lambda: send_receipt.send(order.pk))  # expect: AIR010
 
