@@ -92,7 +92,7 @@ def test_order_is_kept_within_one_flush(broker: Broker) -> None:
 
 
 def test_airlock_task_sends_follow_ups_only_after_its_body_succeeded(broker: Broker) -> None:
-    airlock.configure(executor=celery_executor)
+    """Nothing configured: the run's own queue, Celery, sends the follow-up as a message of its own."""
     token = new_token()
     result = broker.parent.delay(token, "ok")
     (child,) = JOURNAL.wait_for(token, 1)
@@ -100,13 +100,14 @@ def test_airlock_task_sends_follow_ups_only_after_its_body_succeeded(broker: Bro
     (published,) = [p for p in JOURNAL.of(token, "published") if p["task"] == broker.record.name]
     assert published["at"] >= done["at"]
     assert child["args"] == ("child", 0)
+    # Its own message, run by the worker: an inline call would have no id of its own.
+    assert child["id"] == published["id"] and child["id"] not in (None, result.id)
     assert child["parent_id"] == result.id  # published from inside the parent's run
     broker.drain()
     assert len(JOURNAL.of(token)) == 1
 
 
 def test_airlock_task_discards_follow_ups_when_it_raises(broker: Broker) -> None:
-    airlock.configure(executor=celery_executor)
     token = new_token()
     broker.parent.delay(token, "raise")
     JOURNAL.wait_for(token, 1, "body_done")
@@ -117,7 +118,6 @@ def test_airlock_task_discards_follow_ups_when_it_raises(broker: Broker) -> None
 
 @pytest.mark.parametrize("mode", ["retry", "retry_nothrow"], ids=["raise-retry", "retry-throw-false"])
 def test_airlock_task_discards_follow_ups_of_a_run_that_retries(broker: Broker, mode: str) -> None:
-    airlock.configure(executor=celery_executor)
     token = new_token()
     broker.parent.delay(token, mode)
     (child,) = JOURNAL.wait_for(token, 1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from typing import Any
+from unittest import mock
 
 import pytest
 from celery.result import AsyncResult
@@ -54,13 +56,29 @@ def test_options_become_apply_async_keywords() -> None:
     task = Recorder()
     options = {"countdown": 5, "queue": "emails", "priority": 9, "expires": 60, "headers": {"a": "1"}}
     assert dispatch(task, 7, force=True, _dispatch_options=options) == ["sent"]
-    assert task.calls == [("apply_async", ((7,), {"force": True}), options)]
+    assert task.calls == [("apply_async", (), {"args": (7,), "kwargs": {"force": True}, **options})]
 
 
 def test_no_options_means_a_bare_apply_async() -> None:
     task = Recorder()
     dispatch(task, 7)
-    assert task.calls == [("apply_async", ((7,), {}), {})]
+    assert task.calls == [("apply_async", (), {"args": (7,), "kwargs": {}})]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "publishing"])
+def test_apply_async_is_called_by_keyword_as_airlock_py_calls_it(batched: bool) -> None:
+    """A test of the user's that asserts the call on a mock keeps passing, in and out of publishing()."""
+    task = mock.MagicMock()
+    with publishing() if batched else contextlib.nullcontext(), airlock.scope(executor=celery_executor):
+        airlock.enqueue(task, 7, force=True)
+        airlock.enqueue(task, 8, _dispatch_options={"countdown": 60, "queue": "emails"})
+    producer = {"producer": mock.ANY} if batched else {}
+    assert task.apply_async.call_args_list == [
+        mock.call(args=(7,), kwargs={"force": True}, **producer),
+        mock.call(args=(8,), kwargs={}, countdown=60, queue="emails", **producer),
+    ]
+    task.assert_not_called()
+    task.delay.assert_not_called()
 
 
 def test_unknown_option_fails_loudly_with_a_suggestion() -> None:
@@ -76,7 +94,7 @@ def test_unknown_option_fails_loudly_with_a_suggestion() -> None:
 def test_stamps_named_by_stamped_headers_are_accepted() -> None:
     task = Recorder()
     dispatch(task, _dispatch_options={"stamped_headers": ["tenant"], "tenant": "t1"})
-    assert task.calls[0][2] == {"stamped_headers": ["tenant"], "tenant": "t1"}
+    assert task.calls[0][2] == {"args": (), "kwargs": {}, "stamped_headers": ["tenant"], "tenant": "t1"}
 
 
 def test_known_option_names_cover_celerys_documented_ones() -> None:
@@ -140,8 +158,9 @@ def test_trace_context_is_merged_into_headers_and_user_headers_win(monkeypatch: 
     task = Recorder()
     dispatch(task, _dispatch_options={"headers": {"tenant": "mine"}, "queue": "q"})
     dispatch(task)
-    assert task.calls[0][2] == {"queue": "q", "headers": {"traceparent": "00-t-01", "tenant": "mine"}}
-    assert task.calls[1][2] == {"headers": {"traceparent": "00-t-01", "tenant": "x"}}
+    assert task.calls[0][2]["headers"] == {"traceparent": "00-t-01", "tenant": "mine"}
+    assert task.calls[0][2]["queue"] == "q"
+    assert task.calls[1][2]["headers"] == {"traceparent": "00-t-01", "tenant": "x"}
 
 
 @pytest.mark.parametrize(
@@ -232,5 +251,5 @@ def test_publishing_falls_back_to_celerys_path_when_the_held_producer_fails() ->
     with publishing(), airlock.scope(executor=celery_executor):
         airlock.enqueue(task, 1)
         airlock.enqueue(task, 2)
-    assert [call[1] for call in task.calls] == [((1,), {}), ((2,), {})]
+    assert [call[2] for call in task.calls] == [{"args": (1,), "kwargs": {}}, {"args": (2,), "kwargs": {}}]
     assert task.log == ["borrowed", "returned"]

@@ -19,10 +19,11 @@ from typing import Any
 import celery._state
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, current_task
 
 import airlock
 from airlock.integrations.executors.celery import celery_executor
+from airlock.signals import intent_dispatched
 from airlock.testing import capture
 from tests.celery_support import DEFAULT_QUEUE, JOURNAL, REDIS_URL, configure_app, redis_depth, redis_keys, serving
 
@@ -33,7 +34,7 @@ with airlock.scope(executor=celery_executor):
 """
 
 QUICKSTART = """
-from celery import Celery
+from celery import Celery, current_task
 from airlock.integrations.celery import AirlockTask
 import airlock
 
@@ -54,6 +55,7 @@ def process_order(order_id):
 
 DISPATCH_VIA_CELERY = """
 from airlock.integrations.executors.celery import celery_executor
+from airlock.signals import intent_dispatched
 
 with airlock.scope(executor=celery_executor):
     airlock.enqueue(send_email, user_id=123)
@@ -113,7 +115,10 @@ def plain_function(*args: Any, **kwargs: Any) -> None:
 
 def recording_task(app: Celery, name: str) -> Any:
     def run(*args: Any, **kwargs: Any) -> None:
-        JOURNAL.add(kind="seed", token=name, args=args, kwargs=kwargs, at=time.time())
+        request = current_task.request
+        JOURNAL.add(
+            kind="seed", token=name, args=args, kwargs=kwargs, at=time.time(), id=request.id, parent=request.parent_id
+        )
 
     run.__name__ = run.__qualname__ = name
     return app.task(name=f"airlock_seed.{name}", shared=False)(run)
@@ -167,7 +172,10 @@ def test_celery_examples_run_as_written_against_redis_and_a_worker(redis_url: st
     namespace["AirlockTask"] = AirlockTask
     for name in ("celery_task", "send_email", "process_data", "update_analytics"):
         namespace[name] = recording_task(app, name)
-    airlock.configure(executor=celery_executor)  # as the Django settings example does
+    # Nothing is configured: each example chooses its executor as written, and
+    # process_order's run (an AirlockTask) defaults to its own queue, Celery.
+    sent: list[tuple[str, Any]] = []
+    intent_dispatched.connect(lambda scope, intent, result: sent.append((intent.name, result)), weak=False)
     emails = redis_keys("emails")
     try:
         run_block(DISPATCH_CELERY_EXECUTOR, namespace)
@@ -190,6 +198,14 @@ def test_celery_examples_run_as_written_against_redis_and_a_worker(redis_url: st
             # send_email: once from the example, once from process_order's run.
             sends = JOURNAL.wait_for("send_email", 2, "seed")
             assert sorted(str(entry["kwargs"]) for entry in sends) == ["{'order_id': 123}", "{'user_id': 123}"]
+        # "When it runs, send_email is also queued via Celery": its own message, with
+        # its own task id, published by process_order's run on the worker.
+        (order,) = [result for name, result in sent if name == "process_order"]
+        (follow_up,) = [entry for entry in sends if entry["kwargs"] == {"order_id": 123}]
+        published = {result.id for name, result in sent if name == "send_email"}
+        assert follow_up["id"] in published
+        assert follow_up["id"] not in (None, order.id)
+        assert follow_up["parent"] == order.id
         assert redis_depth("emails") == 1  # nobody consumed the "emails" queue
 
         settings: dict[str, Any] = {}

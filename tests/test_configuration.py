@@ -73,7 +73,13 @@ def test_get_configuration_returns_a_copy():
 def test_reset_configuration_forgets_everything():
     airlock.configure(policy=DropAll(), executor=executor_a, scope_cls=TenantScope, scope_kwargs={"tenant": "x"})
     airlock.reset_configuration()
-    assert airlock.get_configuration() == {"scope_cls": None, "policy": None, "executor": None, "scope_kwargs": {}}
+    assert airlock.get_configuration() == {
+        "scope_cls": None,
+        "policy": None,
+        "executor": None,
+        "scope_kwargs": {},
+        "dispatch_errors": None,
+    }
     assert type(airlock.scope()) is Scope
 
 
@@ -97,4 +103,10 @@ def test_unknown_keyword_names_the_valid_ones_and_suggests():
 def test_wrong_kinds_are_refused(kwargs, message):
     with pytest.raises(TypeError, match=message):
         airlock.configure(**kwargs)
-    assert airlock.get_configuration() == {"scope_cls": None, "policy": None, "executor": None, "scope_kwargs": {}}
+    assert airlock.get_configuration() == {
+        "scope_cls": None,
+        "policy": None,
+        "executor": None,
+        "scope_kwargs": {},
+        "dispatch_errors": None,
+    }

@@ -103,6 +103,7 @@ def test_follow_ups_go_out_only_after_the_wrapped_run_succeeds(worker):
     assert run.result["children_queued_during_run"] == 0
     [follow_up] = finished(worker, count=1, func="tests.django_q_support.tasks.child")
     assert follow_up.success and follow_up.result == 1
+    assert follow_up.id != run.id  # its own task, queued by the run: nothing configured the worker
     # The follow-up was queued (its package stamped) after the task's body had finished.
     assert follow_up.started >= run.result["body_done"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import operator
 import pickle
+import re
 import subprocess
 import sys
 from functools import partial
@@ -19,7 +20,7 @@ from django_q.brokers import get_broker
 from django_q.models import OrmQ
 
 import airlock
-from airlock import signals
+from airlock import Intent, signals
 from airlock._context import hooks
 from airlock.integrations.django_q import TRACE_KEY, call_task
 from airlock.integrations.executors.django_q import DJANGO_Q_OPTIONS, RESERVED_KWARGS, django_q_executor
@@ -118,11 +119,15 @@ def test_every_documented_option_is_taken_by_async_task():
 def test_bad_options_fail_before_anything_is_queued(queue, options, message):
     failures = []
     with signals.dispatch_failed.connected_to(lambda sender, **kw: failures.append(kw["error"])):
-        with pytest.raises(TypeError, match="django_q_executor") as caught:
-            flush(record, 1, _dispatch_options=options)
+        with airlock.scope(executor=django_q_executor) as scope:
+            with pytest.raises(TypeError, match="django_q_executor") as caught:
+                airlock.enqueue(record, 1, _dispatch_options=options)
     assert message in str(caught.value)
-    assert failures == [caught.value]
+    # Refused by enqueue() itself, while a transaction would still be open: nothing to dispatch.
+    assert scope.intents == [] and failures == []
     assert not queue.exists()
+    with pytest.raises(TypeError, match=re.escape(message)):  # the executor, called directly, too
+        django_q_executor(Intent(record, (1,), dispatch_options=options))
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED_KWARGS))
@@ -159,9 +164,65 @@ def shadowed():  # rebinding the name is the point of this case
     ids=["lambda", "nested-function", "rebound-name", "partial-of-nested"],
 )
 def test_tasks_a_worker_cannot_import_are_refused(queue, task):
+    with airlock.scope(executor=django_q_executor) as scope:
+        with pytest.raises(TypeError, match="worker imports the task by its path"):
+            airlock.enqueue(task)
+    assert scope.intents == []  # refused at enqueue
     with pytest.raises(TypeError, match="worker imports the task by its path"):
-        flush(task)
+        django_q_executor(Intent(task))
     assert not queue.exists()
+
+
+MAIN_SCRIPT = """
+import functools
+
+import airlock
+from airlock.integrations.executors.django_q import django_q_executor
+
+
+def send_receipt(order_id):
+    pass
+
+
+class Mailer:
+    def send(self, order_id):
+        pass
+
+    def __call__(self, order_id):
+        pass
+
+
+cases = {
+    "function": send_receipt,
+    "partial": functools.partial(send_receipt, 1),
+    "method": Mailer().send,
+    "callable-object": Mailer(),
+}
+for label, task in cases.items():
+    with airlock.scope(executor=django_q_executor) as scope:
+        try:
+            airlock.enqueue(task, 7)
+        except TypeError as error:
+            print(label, "refused, buffered", len(scope.intents), "|", error)
+        else:
+            print(label, "accepted")
+"""
+
+
+def test_tasks_defined_in_main_are_refused_at_enqueue(tmp_path):
+    """A script's own function pickles here, but a worker's __main__ is django-q2's: refused, with the fix."""
+    script = tmp_path / "checkout.py"
+    script.write_text(MAIN_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert sorted(lines) == ["callable-object", "function", "method", "partial"], result.stdout
+    for label, line in lines.items():
+        assert line.startswith("refused, buffered 0 | django_q_executor cannot queue "), line
+        assert "is defined in __main__" in line
+        what = "send_receipt" if label in ("function", "partial") else "Mailer"
+        assert f"Move {what} into an importable module" in line
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ Runs on PostgreSQL (two databases on one server) and, with AIRLOCK_TEST_DB=sqlit
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections, transaction
@@ -202,8 +204,43 @@ def test_intents_from_a_plain_inner_scope_wait_for_the_commit_open_at_flush(sent
     assert sent == ["a"]
 
 
-@pytest.mark.parametrize("in_transaction", [True, False], ids=["after-commit", "autocommit"])
-def test_one_failure_never_stops_the_others_and_is_reported_and_logged(sent, caplog, in_transaction):
+@contextlib.contextmanager
+def _atomic_around_the_scope() -> Iterator[None]:
+    with transaction.atomic(), airlock.scope():
+        yield
+
+
+@contextlib.contextmanager
+def _atomic_inside_the_scope() -> Iterator[None]:
+    # The transaction commits before the scope flushes: the flush releases at once, after a real commit.
+    with airlock.scope(), transaction.atomic():
+        yield
+
+
+@contextlib.contextmanager
+def _no_transaction() -> Iterator[None]:
+    with airlock.scope():
+        yield
+
+
+@contextlib.contextmanager
+def _plain_scope_captured_without_a_transaction() -> Iterator[None]:
+    with airlock.scope(), airlock.scope(_cls=Scope):
+        yield
+
+
+@pytest.mark.parametrize(
+    ("unit_of_work", "moment"),
+    [
+        (_atomic_around_the_scope, "after commit on database 'default'"),
+        (_atomic_inside_the_scope, "after commit on database 'default'"),
+        (_no_transaction, "at flush, with no transaction open on database 'default'"),
+        (_plain_scope_captured_without_a_transaction, "at flush, with no transaction open on database 'default'"),
+    ],
+    ids=["after-commit", "committed-before-flush", "autocommit", "captured-in-autocommit"],
+)
+def test_one_failure_never_stops_the_others_and_is_reported_and_logged(sent, caplog, unit_of_work, moment):
+    """The log says when the intent went: after a commit only when there was one."""
     failures = []
 
     def on_failure(scope, intent, error):
@@ -211,20 +248,18 @@ def test_one_failure_never_stops_the_others_and_is_reported_and_logged(sent, cap
 
     signals.dispatch_failed.connect(on_failure, weak=False)
     with caplog.at_level(logging.ERROR, logger="airlock.integrations.django"):
-        if in_transaction:
-            with transaction.atomic(), airlock.scope():
-                airlock.enqueue(a)
-                airlock.enqueue(boom)
-                airlock.enqueue(b)
-        else:
-            with airlock.scope():
-                airlock.enqueue(a)
-                airlock.enqueue(boom)
-                airlock.enqueue(b)
+        with unit_of_work():
+            airlock.enqueue(a)
+            airlock.enqueue(boom)
+            airlock.enqueue(b)
     assert sent == ["a", "b"]
     assert failures == [("boom", Boom)]
     [record] = [r for r in caplog.records if r.name == "airlock.integrations.django"]
-    assert "boom()" in record.getMessage() and record.exc_info[0] is Boom
+    message = record.getMessage()
+    assert "boom()" in message and record.exc_info[0] is Boom
+    assert f"failed to dispatch {moment};" in message
+    if "no transaction" in moment:
+        assert "commit" not in message
 
 
 def test_many_intents_go_in_enqueue_order(sent):

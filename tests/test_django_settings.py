@@ -56,7 +56,13 @@ def test_no_setting_means_a_django_scope_and_the_core_defaults(settings):
     del settings.AIRLOCK
     configure_from_settings()
     chosen = airlock.get_configuration()
-    assert chosen == {"scope_cls": DjangoScope, "policy": None, "executor": None, "scope_kwargs": {}}
+    assert chosen == {
+        "scope_cls": DjangoScope,
+        "policy": None,
+        "executor": None,
+        "scope_kwargs": {},
+        "dispatch_errors": None,
+    }
 
 
 def test_the_seed_celery_example_imports():

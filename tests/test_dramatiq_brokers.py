@@ -47,7 +47,8 @@ class Rig:
             # Publisher confirms: once send() returns, RabbitMQ's queue counts include the message.
             self.broker = RabbitmqBroker(url=RABBITMQ_URL, confirm_delivery=True)
         self.broker.add_middleware(CurrentMessage())
-        self.broker.add_middleware(AirlockMiddleware(executor=dramatiq_executor))
+        # No executor given nor configured: follow-ups go out through Dramatiq, the run's own queue.
+        self.broker.add_middleware(AirlockMiddleware())
         self.records: list[tuple[Any, ...]] = []
         self.attempts: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -60,8 +61,8 @@ class Rig:
 
         @actor
         def record(label: str, i: int = 0, key: str | None = None) -> None:
-            options = CurrentMessage.get_current_message().options
-            self._note(label, i, key, time.monotonic(), dict(options))
+            message = CurrentMessage.get_current_message()
+            self._note(label, i, key, time.monotonic(), dict(message.options), message.message_id)
 
         @dramatiq.actor(broker=self.broker, queue_name=IDLE)
         def idle(label: str) -> None:  # never consumed: no worker listens on IDLE
@@ -71,7 +72,8 @@ class Rig:
         def parent(label: str, fail: bool = False) -> None:
             airlock.enqueue(record, f"{label}-child")
             airlock.enqueue(idle, f"{label}-child")
-            self._note(f"{label}-parent", self.idle_count(), None, time.monotonic())
+            message_id = CurrentMessage.get_current_message().message_id
+            self._note(f"{label}-parent", self.idle_count(), None, time.monotonic(), None, message_id)
             if fail:
                 raise RuntimeError("the parent fails after enqueueing")
 
@@ -213,6 +215,8 @@ def test_follow_ups_go_out_only_after_the_task_succeeds(rig: Rig) -> None:
     (child,) = rig.wait_for("ok-child")
     assert parent[1] == 0, "the follow-up reached the broker while the task was still running"
     assert child[3] > parent[3]
+    # Its own message, run by the worker: an inline call would see the parent's message.
+    assert child[5] != parent[5]
     assert rig.idle_count() == 1
     rig.broker.flush(IDLE)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import dramatiq
 import pytest
@@ -90,6 +91,41 @@ def test_options_declared_by_a_custom_middleware_are_accepted(broker: StubBroker
     with airlock.scope(executor=dramatiq_executor):
         airlock.enqueue(bill, _dispatch_options={"tenant": "acme"})
     assert queued(broker)[0].options["tenant"] == "acme"
+
+
+@pytest.mark.parametrize(
+    "declared", [["tenant"], ("tenant",), frozenset({"tenant"})], ids=["list", "tuple", "frozenset"]
+)
+def test_actor_options_of_any_collection_type_are_read(broker: StubBroker, declared: Any) -> None:
+    """A broker may declare its actor options as a list, tuple or frozenset, not only a set."""
+
+    @dramatiq.actor(broker=broker)
+    def bill() -> None: ...
+
+    broker.actor_options = declared  # after the declaration, which needs a set itself
+    with airlock.scope(executor=dramatiq_executor):
+        airlock.enqueue(bill, _dispatch_options={"tenant": "acme", "delay": 10})
+    assert queued(broker, "default.DQ")[0].options["tenant"] == "acme"
+    with pytest.raises(TypeError, match=r"'tenat' \(did you mean 'tenant'\?\)"):
+        with airlock.scope(executor=dramatiq_executor):
+            airlock.enqueue(bill, _dispatch_options={"tenat": "acme"})
+
+
+def test_an_actor_mock_gets_exactly_airlock_pys_send_with_options_call() -> None:
+    """No broker says what options it takes, so they are passed on unchecked."""
+    actor = mock.MagicMock()
+    plain = mock.MagicMock(spec=["send_with_options", "__call__"])  # no broker attribute at all
+    with airlock.scope(executor=dramatiq_executor):
+        airlock.enqueue(actor, 7, channel="sms")
+        airlock.enqueue(actor, 8, _dispatch_options={"max_retries": 2, "delay": 50})
+        airlock.enqueue(plain, 9, _dispatch_options={"time_limit": 1_000})
+    assert actor.send_with_options.call_args_list == [
+        mock.call(args=(7,), kwargs={"channel": "sms"}),
+        mock.call(args=(8,), kwargs={}, max_retries=2, delay=50),
+    ]
+    plain.send_with_options.assert_called_once_with(args=(9,), kwargs={}, time_limit=1_000)
+    actor.send.assert_not_called()
+    actor.assert_not_called()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
+from unittest import mock
 
 import pytest
 from huey import MemoryHuey
@@ -48,7 +49,8 @@ def test_task_is_enqueued_with_all_its_own_kwargs(huey: MemoryHuey) -> None:
         intent = airlock.enqueue(remind, 7, delay=30, priority="high")
     (task,) = queued(huey)
     # Calling remind(7, delay=30, ...) would have made them scheduling options instead.
-    assert (task.args, task.kwargs, task.eta, task.priority) == ((7,), {"delay": 30, "priority": "high"}, None, None)
+    assert (task.args, task.kwargs, task.priority) == ((7,), {"delay": 30, "priority": "high"}, None)
+    assert huey.ready_to_run(task), "queued to run at once, not 30 seconds later"
     (result,) = [event.kwargs["result"] for event in events.of("intent_dispatched")]
     assert isinstance(result, Result) and result.id == task.id
     assert intent.name == "remind"
@@ -82,7 +84,39 @@ def test_options_without_a_time_are_set_on_the_task(huey: MemoryHuey) -> None:
         airlock.enqueue(urgent, _dispatch_options=options)
     (task,) = queued(huey)
     assert (task.priority, task.retries, task.retry_delay, task.timeout, task.id) == (9, 3, 5, 10, "fixed")
-    assert task.eta is None and task.expires_resolved is not None
+    assert huey.ready_to_run(task) and task.expires_resolved is not None
+
+
+def test_a_huey_task_always_goes_through_schedule_by_keyword(huey: MemoryHuey) -> None:
+    """As airlock-py calls it; without an eta or delay, ``delay=0`` (Huey's schedule() needs one)."""
+
+    @huey.task()
+    def remind(user: int, delay: int = 0) -> None: ...
+
+    with mock.patch.object(remind, "schedule", wraps=remind.schedule) as schedule:
+        with airlock.scope(executor=huey_executor):
+            airlock.enqueue(remind, 7, delay=30)
+            airlock.enqueue(remind, 8, _dispatch_options={"priority": 5})
+            airlock.enqueue(remind, 9, _dispatch_options={"delay": 60})
+    assert schedule.call_args_list == [
+        mock.call(args=(7,), kwargs={"delay": 30}, delay=0),
+        mock.call(args=(8,), kwargs={}, delay=0, priority=5),
+        mock.call(args=(9,), kwargs={}, delay=60),
+    ]
+    ready = sorted((task.args, huey.ready_to_run(task)) for task in queued(huey))
+    assert ready == [((7,), True), ((8,), True), ((9,), False)]
+
+
+def test_a_task_mock_gets_exactly_airlock_pys_schedule_call() -> None:
+    task = mock.MagicMock()
+    with airlock.scope(executor=huey_executor):
+        airlock.enqueue(task, 1, x=2)
+        airlock.enqueue(task, 3, _dispatch_options={"delay": 4, "priority": 1})
+    assert task.schedule.call_args_list == [
+        mock.call(args=(1,), kwargs={"x": 2}),
+        mock.call(args=(3,), kwargs={}, delay=4, priority=1),
+    ]
+    task.assert_not_called()
 
 
 @pytest.mark.parametrize(
@@ -118,7 +152,7 @@ def test_plain_function_runs_in_process_and_refuses_options() -> None:
     assert calls == [1]
 
 
-def test_task_like_object_uses_its_own_schedule_or_call() -> None:
+def test_task_like_object_uses_its_own_schedule() -> None:
     class Scheduled:
         def __init__(self) -> None:
             self.calls: list[tuple[Any, ...]] = []
@@ -127,7 +161,7 @@ def test_task_like_object_uses_its_own_schedule_or_call() -> None:
             self.calls.append(("call", args, kwargs))
             return "called"
 
-        def schedule(self, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> str:
+        def schedule(self, *, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> str:
             self.calls.append(("schedule", args, kwargs, options))
             return "scheduled"
 
@@ -135,7 +169,7 @@ def test_task_like_object_uses_its_own_schedule_or_call() -> None:
     with airlock.scope(executor=huey_executor):
         airlock.enqueue(task, 1, x=2)
         airlock.enqueue(task, 3, _dispatch_options={"delay": 4})
-    assert task.calls == [("call", (1,), {"x": 2}), ("schedule", (3,), {}, {"delay": 4})]
+    assert task.calls == [("schedule", (1,), {"x": 2}, {}), ("schedule", (3,), {}, {"delay": 4})]
 
 
 def test_trace_context_reaches_airlock_tasks_only_and_is_removed(

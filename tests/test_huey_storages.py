@@ -61,15 +61,17 @@ class Rig:
         def idle(label: str) -> None:  # never consumed: no consumer reads the idle instance
             raise AssertionError("the idle Huey has no consumer")
 
-        @airlock_task(self.huey, executor=huey_executor)
-        def parent(label: str, fail: bool = False) -> None:
-            airlock.enqueue(record, f"{label}-child")
+        # No executor given nor configured: follow-ups go out through Huey, the run's own queue.
+        @airlock_task(self.huey, context=True)
+        def parent(label: str, fail: bool = False, *, task: Any) -> None:
+            # retries=2 takes effect only through huey_executor (a plain call of the task ignores it).
+            airlock.enqueue(record, f"{label}-child", _dispatch_options={"retries": 2})
             airlock.enqueue(idle, f"{label}-child")
-            self._note(f"{label}-parent", self.idle_count(), None, time.monotonic())
+            self._note(f"{label}-parent", self.idle_count(), None, time.monotonic(), task)
             if fail:
                 raise RuntimeError("the parent fails after enqueueing")
 
-        @airlock_task(self.huey, executor=huey_executor, retries=1, retry_delay=0)
+        @airlock_task(self.huey, retries=1, retry_delay=0)
         def flaky(label: str) -> None:
             with self.lock:
                 attempt = self.attempts[label] = self.attempts.get(label, 0) + 1
@@ -195,6 +197,18 @@ def test_discarded_scope_never_reaches_the_storage(rig: Rig) -> None:
     rig.idle.flush()
 
 
+def test_a_task_without_delay_or_eta_is_stored_to_run_at_once(rig: Rig) -> None:
+    """The executor always calls schedule(), which Huey refuses without a time; delay=0 queues it now."""
+    rig.idle.flush()
+    with airlock.scope(executor=huey_executor):
+        airlock.enqueue(rig.idle_task, "at-once")
+    assert (rig.idle.pending_count(), rig.idle.scheduled_count()) == (1, 0)
+    (stored,) = rig.idle.pending()
+    assert stored.args == ("at-once",)
+    assert rig.idle.ready_to_run(stored), "a consumer would run it when it takes it, not put it on the schedule"
+    rig.idle.flush()
+
+
 def test_order_is_kept_within_one_flush(rig: Rig) -> None:
     with airlock.scope(executor=huey_executor):
         for i in range(20):
@@ -211,6 +225,9 @@ def test_follow_ups_go_out_only_after_the_task_succeeds(rig: Rig) -> None:
     (child,) = rig.wait_for("ok-child")
     assert parent[1] == 0, "the follow-up reached the storage while the task was still running"
     assert child[3] > parent[3]
+    # Its own task, sent by huey_executor, with an id of its own.
+    assert child[4].id != parent[4].id
+    assert child[4].retries == 2
     assert rig.idle.pending_count() == 1
     rig.idle.flush()
 

@@ -179,14 +179,16 @@ def test_policy_that_enqueues_at_enqueue_time_is_refused():
         assert airlock.get_current_scope() is scope
 
 
-def test_policy_that_enqueues_at_flush_is_refused_and_buffer_kept():
+def test_policy_that_enqueues_at_flush_is_refused_and_the_scope_discarded():
+    discarded = []
     scope = airlock.scope(Enqueuing("flush")).enter()
     intent = airlock.enqueue(send_email)
     scope.exit()
-    with pytest.raises(PolicyEnqueueError):
-        scope.flush()
-    assert scope.intents == [intent] and scope.state == "exited"
-    scope.discard()
+    with airlock.signals.scope_discarded.connected_to(lambda sender, **kw: discarded.append(kw)):
+        with pytest.raises(PolicyEnqueueError):
+            scope.flush()
+    assert scope.intents == [intent] and scope.state == "discarded"
+    assert discarded[0]["intents"] == [intent] and type(discarded[0]["error"]) is PolicyEnqueueError
 
 
 def test_local_policy_that_enqueues_is_refused():

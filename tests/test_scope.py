@@ -257,11 +257,10 @@ def test_before_descendant_flushes_must_return_a_list(bad):
     inner.exit()
     with pytest.raises(TypeError, match="must return a list"):
         inner.flush()
-    # nothing moved: the inner buffer is intact and still flushable or discardable
+    # nothing moved and nothing is left in limbo: the inner scope was discarded
     assert inner.intents == [intent]
     assert outer.intents == []
-    assert inner.state == "exited"
-    assert inner.discard() == [intent]
+    assert inner.state == "discarded"
     outer.exit()
     outer.discard()
 
@@ -277,7 +276,7 @@ def test_before_descendant_flushes_cannot_invent_intents():
     inner.exit()
     with pytest.raises(ValueError, match="not offered"):
         inner.flush()
-    inner.discard()
+    assert inner.is_discarded
     outer.exit()
     outer.discard()
 
@@ -358,12 +357,19 @@ def test_a_failing_task_does_not_stop_the_others_and_the_error_surfaces():
     def fails(n):
         raise ValueError(f"task {n} failed")
 
-    with pytest.raises(ValueError, match="task 1 failed") as caught, airlock.scope():
-        airlock.enqueue(fails, 1)
+    with pytest.raises(airlock.DispatchError, match="task 1 failed") as caught, airlock.scope():
+        first = airlock.enqueue(fails, 1)
         airlock.enqueue(record(calls), 2)
-        airlock.enqueue(fails, 3)
+        third = airlock.enqueue(fails, 3)
     assert calls == [((2,), {})]
-    assert "1 more intent(s)" in "".join(caught.value.__notes__)
+    error = caught.value
+    assert [(intent, str(reason)) for intent, reason in error.failures] == [
+        (first, "task 1 failed"),
+        (third, "task 3 failed"),
+    ]
+    assert "2 intent(s)" in str(error) and "fails(3): ValueError: task 3 failed" in str(error)
+    assert isinstance(error, ValueError), "code that caught the executor's error still catches it"
+    assert error.__cause__ is error.failures[0][1]
 
 
 def test_scope_rejects_bad_policy_and_executor():

@@ -11,6 +11,7 @@ from airlock._api import enqueue, get_current_scope, policy, scope, scoped
 from airlock._config import configure, get_configuration, reset_configuration
 from airlock._errors import (
     AirlockError,
+    DispatchError,
     NoScopeError,
     PolicyEnqueueError,
     PolicyViolation,
@@ -29,6 +30,7 @@ __all__ = [
     "AllowAll",
     "AssertNoEffects",
     "BlockTasks",
+    "DispatchError",
     "DropAll",
     "Executor",
     "Intent",

@@ -56,6 +56,8 @@ def scope(
         # The configured executor is a default, not a choice: nested in a scope
         # that chose one, this scope's intents go that scope's way.
         new._is_chosen = False
+    if config.dispatch_errors == "report" and "dispatch_errors" not in kwargs:
+        new._reports_only = True
     return new
 
 

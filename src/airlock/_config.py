@@ -6,12 +6,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, final
 
 from airlock._intent import Intent
-from airlock._scope import Scope, _check_policy, unknown_keywords
+from airlock._scope import Scope, _check_policy, check_dispatch_errors, unknown_keywords
 from airlock.typing import Policy
 
 __all__ = ["configure", "get_configuration", "reset_configuration"]
 
-_KEYS = ("scope_cls", "policy", "executor", "scope_kwargs")
+_KEYS = ("scope_cls", "policy", "executor", "scope_kwargs", "dispatch_errors")
 
 
 @final
@@ -23,6 +23,7 @@ class _Configuration:
         self.policy: Policy | None = None
         self.executor: Callable[[Intent], Any] | None = None
         self.scope_kwargs: dict[str, Any] = {}
+        self.dispatch_errors: str | None = None
 
 
 config = _Configuration()
@@ -34,6 +35,7 @@ def configure(
     policy: Policy | None = None,
     executor: Callable[[Intent], Any] | None = None,
     scope_kwargs: Mapping[str, Any] | None = None,
+    dispatch_errors: str | None = None,
     **unknown: Any,
 ) -> None:
     """Set process-wide defaults for scopes. Arguments left out keep their value.
@@ -45,6 +47,8 @@ def configure(
         policy: The default policy.
         executor: The default executor.
         scope_kwargs: Extra keyword arguments for ``scope_cls`` (e.g. ``using="db2"``).
+        dispatch_errors: ``"raise"`` (the default: a flush whose executor failed raises
+            one :class:`~airlock.DispatchError`) or ``"report"`` (log and signal only).
 
     Raises:
         TypeError: An unknown keyword, or a value of the wrong kind.
@@ -61,6 +65,8 @@ def configure(
         raise TypeError(f"configure(executor=...) must be callable with one Intent, got {executor!r}")
     if scope_kwargs is not None and not isinstance(scope_kwargs, Mapping):
         raise TypeError(f"configure(scope_kwargs=...) must be a mapping, got {scope_kwargs!r}")
+    if dispatch_errors is not None:
+        check_dispatch_errors(dispatch_errors, "configure(dispatch_errors=...)")
     if scope_cls is not None:
         config.scope_cls = scope_cls
     if policy is not None:
@@ -69,6 +75,8 @@ def configure(
         config.executor = executor
     if scope_kwargs is not None:
         config.scope_kwargs = dict(scope_kwargs)
+    if dispatch_errors is not None:
+        config.dispatch_errors = dispatch_errors
 
 
 def reset_configuration() -> None:
@@ -89,6 +97,7 @@ def get_configuration() -> dict[str, Any]:
         "policy": config.policy,
         "executor": config.executor,
         "scope_kwargs": dict(config.scope_kwargs),
+        "dispatch_errors": config.dispatch_errors,
     }
 
 

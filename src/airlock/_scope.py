@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import itertools
+import logging
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from time import time_ns
@@ -12,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from airlock import _context
-from airlock._errors import ScopeStateError
+from airlock._errors import ScopeStateError, dispatch_error
 from airlock._executors import sync_executor
 from airlock._intent import _PROCESS, Intent, _Meta
 from airlock._policies import (
@@ -46,6 +47,7 @@ _FLUSHED = "flushed"
 _DISCARDED = "discarded"
 
 _ALLOW_ALL = AllowAll()
+_log = logging.getLogger("airlock")
 _scope_numbers = itertools.count(1)
 _alloc = object.__new__
 _by_stamp = attrgetter("_stamp")
@@ -66,6 +68,10 @@ class Scope:
     Args:
         policy: Decides which intents may go (default :class:`AllowAll`).
         executor: Sends each intent (default the sync executor, which calls it).
+        dispatch_errors: ``"raise"``: when executors fail, the flush tries every
+            intent, then raises one :class:`~airlock.DispatchError` listing the
+            failures. ``"report"``: the failures are only reported (on
+            ``dispatch_failed`` and the ``airlock`` logger).
 
     Subclass hooks: :meth:`should_flush`, :meth:`before_descendant_flushes` and
     :meth:`schedule_dispatch`.
@@ -77,6 +83,8 @@ class Scope:
         self,
         policy: Policy | None = None,
         executor: Callable[[Intent], Any] | None = None,
+        *,
+        dispatch_errors: str = "raise",
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -108,6 +116,10 @@ class Scope:
         self._token: Any = None
         self._buffer: list[Intent] = []
         self._captured: list[Intent] = []
+        # len(buffer) when flush or discard took its snapshot; an enqueue that lands
+        # after it lost a race with the exit (see _late).
+        self._sealed: int | None = None
+        self._reports_only = check_dispatch_errors(dispatch_errors, "Scope(dispatch_errors=...)") == "report"
         self._judges = not is_allow_all(policy)
         self._gates = checks_on_enqueue(policy)
         self._has_local_policies = False
@@ -310,7 +322,25 @@ class Scope:
         if local or self._gates or intent_enqueued.receivers:
             intent_enqueued.emit_intent(self, intent)
         self._buffer.append(intent)
+        if self._state is not _ACTIVE:
+            self._late(intent)
         return intent
+
+    def _late(self, intent: Intent) -> None:
+        """An enqueue from another thread met the scope's exit: in the flush, or refused."""
+        sealed = self._sealed
+        if sealed is None:
+            return  # exited, not flushed or discarded yet: the coming one takes it
+        buffer = self._buffer
+        position = next(n for n in range(len(buffer) - 1, -1, -1) if buffer[n] is intent)
+        if position < sealed:
+            return  # appended before the snapshot: it is part of the flush (or discard)
+        del buffer[position]
+        raise ScopeStateError(
+            f"cannot enqueue into {self!r}: it {_STATE_PHRASES[self._state]} while {intent} was "
+            "being enqueued (from another thread), so the intent was not buffered and will not "
+            "be sent. Enqueue before the scope's with-block ends."
+        )
 
     # -- flush and discard ---------------------------------------------------------
 
@@ -326,12 +356,21 @@ class Scope:
             TypeError: An ancestor's ``before_descendant_flushes`` returned a non-list.
         """
         self._require_exited("flush")
-        buffer = self._buffer
+        buffer = self._seal()
         dropped: list[tuple[Intent, Policy]] = []
         kept = buffer
-        if self._judges or self._has_local_policies:
-            kept, dropped = self._judge(buffer)
-        plan, survivors = self._plan_capture(kept)
+        try:
+            if self._judges or self._has_local_policies:
+                kept, dropped = self._judge(buffer)
+            plan, survivors = self._plan_capture(kept)
+        except BaseException as error:
+            # A policy or an ancestor's hook failed: nothing can be decided, so the
+            # scope is discarded (and says so) rather than left holding its intents.
+            self._state = _DISCARDED
+            if scope_discarded.receivers:
+                scope_discarded.emit(self, intents=list(buffer), error=error)
+            error.add_note(f"airlock: {self!r} was discarded because its flush failed")
+            raise
         # Everything that can fail has run; from here on the flush happens. The
         # buffers stay readable (tests read `s.intents` after the with-block).
         self._state = _FLUSHED
@@ -358,11 +397,17 @@ class Scope:
             The dropped intents, in enqueue order.
         """
         self._require_exited("discard")
-        dropped = list(self._buffer)
+        dropped = self._seal()
         self._state = _DISCARDED
         if scope_discarded.receivers:
             scope_discarded.emit(self, intents=dropped, error=error)
         return dropped
+
+    def _seal(self) -> list[Intent]:
+        """The buffer as flush or discard decides about it; later enqueues are late."""
+        buffer = self._buffer
+        sealed = self._sealed = len(buffer)
+        return buffer[:sealed]
 
     def _require_exited(self, step: str) -> None:
         # A scope that was never entered holds nothing; flushing or discarding it
@@ -471,23 +516,86 @@ class Scope:
         intent_released.emit_intent(self, intent)
 
     def _release(self, intents: list[Intent]) -> None:
-        """Send intents out now, in order. A failure does not stop the others:
-        each is reported on ``dispatch_failed``, and the first is raised at the end."""
-        errors: list[Exception] = []
-        release = intent_released.emit_intent
-        for intent in intents:
+        """Send intents out now, in order, every one of them whatever fails.
+
+        Each failure is reported on ``dispatch_failed``; then one
+        :class:`~airlock.DispatchError` lists them all (or, for a scope in report
+        mode, they are logged). An interrupt (a ``BaseException`` such as
+        ``KeyboardInterrupt``) stops the loop: the intents it left untried are
+        reported on ``dispatch_failed`` with it, and it propagates.
+        """
+        failures: list[tuple[Intent, BaseException]] = []
+        if (
+            intent_released.receivers
+            or dispatch_failed.receivers
+            or intent_dispatched.receivers
+            or self._routes
+            or _hooks.executor_override is not None
+        ):
+            self._release_observed(intents, failures)
+        else:
+            # Nobody listening and one executor for all: call it straight, which
+            # is what the events would have done, without building them.
+            executor = self._route
+            intent = None
             try:
-                release(self, intent)
-            except Exception as error:
-                errors.append(error)
-        if errors:
-            first = errors[0]
-            if len(errors) > 1:
-                first.add_note(
-                    f"airlock: {len(errors) - 1} more intent(s) of {self!r} failed to "
-                    "dispatch; each was reported on airlock.signals.dispatch_failed"
-                )
-            raise first
+                for intent in intents:
+                    try:
+                        executor(intent)
+                    except Exception as error:
+                        failures.append((intent, error))
+            except BaseException as interrupt:
+                self._interrupted(intents, intent, interrupt, failures, sent=False)
+                raise
+        if failures:
+            self._fail(failures)
+
+    def _release_observed(self, intents: list[Intent], failures: list[tuple[Intent, BaseException]]) -> None:
+        release = intent_released.emit_intent
+        intent = None
+        self._last_sent: Intent | None = None
+        try:
+            for intent in intents:
+                try:
+                    release(self, intent)
+                except Exception as error:
+                    failures.append((intent, error))
+        except BaseException as interrupt:
+            self._interrupted(intents, intent, interrupt, failures, sent=self._last_sent is intent)
+            raise
+
+    def _interrupted(
+        self,
+        intents: list[Intent],
+        current: Intent | None,
+        interrupt: BaseException,
+        failures: list[tuple[Intent, BaseException]],
+        *,
+        sent: bool,
+    ) -> None:
+        """Report what an interrupt left unsent, so nothing disappears in between."""
+        start = next((n for n, intent in enumerate(intents) if intent is current), len(intents))
+        untried = intents[start + 1 if sent else start :]
+        for intent in untried:
+            failures.append((intent, interrupt))
+            if dispatch_failed.receivers:
+                try:
+                    dispatch_failed.emit(self, intent=intent, error=interrupt)
+                except Exception:  # observers never stop the reporting
+                    _log.exception("airlock: a dispatch_failed receiver raised")
+        interrupt.add_note(
+            f"airlock: {len(untried)} intent(s) of {self!r} were not dispatched because of this "
+            f"interrupt, and {len(failures) - len(untried)} failed before it; each was reported on "
+            "airlock.signals.dispatch_failed, and they are in this exception's airlock_failures"
+        )
+        interrupt.airlock_failures = failures  # type: ignore[attr-defined]
+
+    def _fail(self, failures: list[tuple[Intent, BaseException]]) -> None:
+        if self._reports_only:
+            for intent, error in failures:
+                _log.error("airlock: %s could not be dispatched from %r", intent, self, exc_info=error)
+            return
+        raise dispatch_error(self, failures) from failures[0][1]
 
     # -- context manager ------------------------------------------------------------
 
@@ -575,6 +683,7 @@ def _dispatch(scope: Scope, intent: Intent) -> None:
         if dispatch_failed.receivers:
             dispatch_failed.emit(scope, intent=intent, error=error)
         raise
+    scope._last_sent = intent
     if intent_dispatched.receivers and not intent_dispatched.is_muted:
         intent_dispatched._notify(scope, {"intent": intent, "result": result})
 
@@ -590,6 +699,12 @@ def unknown_keywords(where: str, unknown: Mapping[str, Any], valid: tuple[str, .
         close = difflib.get_close_matches(str(key), valid, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return f"{where} got unknown keyword(s) {', '.join(hints)}; the valid ones are {', '.join(valid)}"
+
+
+def check_dispatch_errors(value: object, where: str) -> str:
+    if value not in ("raise", "report"):
+        raise TypeError(f"{where} must be 'raise' or 'report', got {value!r}")
+    return str(value)
 
 
 def _init_parameters(cls: type) -> tuple[str, ...]:

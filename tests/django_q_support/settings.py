@@ -3,8 +3,8 @@
 The test project's settings, with the default database pointed at the test
 database the pytest session created (``AIRLOCK_DJANGO_Q_DB``) and the cluster
 reading its own queue (``AIRLOCK_DJANGO_Q_QUEUE``), so a parallel test run's
-worker never takes these tasks. ``AIRLOCK`` makes the worker's own scopes
-dispatch through ``django_q_executor``, as a project using django-q2 would.
+worker never takes these tasks. No ``AIRLOCK["EXECUTOR"]``: a task's run sends its
+follow-ups through django-q2, its own queue, without one.
 """
 
 from __future__ import annotations
@@ -16,4 +16,3 @@ from tests.djangoproject.settings import DATABASES, Q_CLUSTER
 
 DATABASES = {**DATABASES, "default": {**DATABASES["default"], "NAME": os.environ["AIRLOCK_DJANGO_Q_DB"]}}
 Q_CLUSTER = {**Q_CLUSTER, "cluster_name": os.environ["AIRLOCK_DJANGO_Q_QUEUE"]}
-AIRLOCK = {"EXECUTOR": "airlock.integrations.executors.django_q.django_q_executor"}

@@ -3,7 +3,8 @@
 - :class:`AirlockTask`, a ``celery.Task`` base class: each run of the task is an
   airlock scope, flushed when the run succeeds and discarded when it raises or
   asks to be retried. Follow-up tasks enqueued in the body leave only once the
-  body is done.
+  body is done, as Celery messages of their own (``celery_executor``) unless the
+  task or ``airlock.configure()`` names another executor.
 - :func:`install_shim` / :func:`uninstall_shim` (or ``with shim():``): while a
   scope is active, existing ``.delay()`` and ``.apply_async()`` calls become
   ``airlock.enqueue`` calls, each with a warning showing the call to write instead.
@@ -13,6 +14,7 @@ The executor lives in :mod:`airlock.integrations.executors.celery`.
 
 from __future__ import annotations
 
+import inspect
 import reprlib
 import sys
 import warnings
@@ -33,7 +35,8 @@ from airlock import _context
 from airlock._intent import Intent, task_name
 from airlock._propagation import continue_trace
 from airlock._scope import Scope
-from airlock.integrations.executors.celery import passthrough, publishing
+from airlock.integrations._task_run import executor_for_run
+from airlock.integrations.executors.celery import celery_executor, passthrough, publishing
 from airlock.typing import Policy
 
 __all__ = [
@@ -57,9 +60,11 @@ class AirlockTask(Task):  # type: ignore[misc]  # Celery ships no type hints
 
     The scope flushes when the task body returns, and is discarded when it
     raises, including the ``Retry`` that ``self.retry()`` raises (and a
-    ``self.retry(throw=False)`` that returns). Intents go out through the
-    configured executor (``airlock.configure(executor=celery_executor)`` to chain
-    Celery tasks), over one producer per flush (see ``publishing()``).
+    ``self.retry(throw=False)`` that returns). Intents go out as Celery tasks
+    (``celery_executor``), over one producer per flush (see ``publishing()``);
+    the task's ``airlock_executor``, else ``airlock.configure(executor=...)``,
+    names another executor. A plain function enqueued in the body still runs in
+    the worker, after the body, as ``celery_executor`` calls functions in-process.
 
     On a worker the run continues the trace the message carried (when a tracing
     integration is instrumented).
@@ -69,7 +74,8 @@ class AirlockTask(Task):  # type: ignore[misc]  # Celery ships no type hints
 
     Attributes:
         airlock_policy: The scope's policy.
-        airlock_executor: The scope's executor.
+        airlock_executor: The scope's executor (when neither this nor
+            ``configure()`` sets one: ``celery_executor``).
         airlock_scope_cls: The :class:`~airlock.Scope` subclass to open.
         airlock_scope_kwargs: Extra keyword arguments for that class.
 
@@ -96,7 +102,7 @@ class AirlockTask(Task):  # type: ignore[misc]  # Celery ships no type hints
     def _run_in_scope(self, retries: list[BaseException], args: Any, kwargs: Any) -> Any:
         scope = airlock.scope(
             self.airlock_policy,
-            executor=self.airlock_executor,
+            executor=executor_for_run(self._airlock_executor(), celery_executor),
             _cls=self.airlock_scope_cls,
             **(self.airlock_scope_kwargs or {}),
         )
@@ -118,6 +124,14 @@ class AirlockTask(Task):  # type: ignore[misc]  # Celery ships no type hints
         else:
             scope.discard(None)
         return result
+
+    def _airlock_executor(self) -> Callable[[Intent], Any] | None:
+        executor = self.airlock_executor
+        # A function given as a task option (or in a class body) is a class
+        # attribute, so reading it binds it to the task: unbind it again.
+        if inspect.ismethod(executor) and executor.__self__ is self:
+            return executor.__func__
+        return executor
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's ``retry``; the run's intents are discarded, even with ``throw=False``."""

@@ -2,10 +2,12 @@
 
 Decorate a task function with :func:`airlock_task`. When a django-q2 worker runs
 it, the run is an airlock scope: intents the task enqueues are held until it
-returns, then flushed through the configured executor (usually
-:func:`~airlock.integrations.executors.django_q.django_q_executor`, so follow-up
-tasks are queued only when this one succeeded); if it raises, they are discarded.
-The run also continues the trace of the code that enqueued it.
+returns, then queued as django-q2 tasks of their own
+(:func:`~airlock.integrations.executors.django_q.django_q_executor`), so follow-up
+tasks are queued only when this one succeeded; if it raises, they are discarded.
+``executor=`` on the decorator, else ``airlock.configure(executor=...)``
+(``settings.AIRLOCK["EXECUTOR"]``), sends them another way. The run also
+continues the trace of the code that enqueued it.
 
 The decorated function is still the function django-q2 imports and calls
 (``async_task("shop.tasks.process_order", 7)`` and schedules work as before),
@@ -33,6 +35,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 import airlock
 from airlock._intent import Intent, task_name
 from airlock._propagation import continue_trace
+from airlock.integrations._task_run import executor_for_run
 from airlock.typing import Policy
 
 __all__ = ["TRACE_KEY", "airlock_task", "call_task"]
@@ -80,8 +83,8 @@ def airlock_task(
     (``@airlock_task(policy=BlockTasks({"charge"}))``). Each run opens a fresh scope:
     a normal return flushes it, an exception discards it (and django-q2 records the
     failure as usual). Arguments not given come from :func:`airlock.configure`, as
-    for any scope, so in a worker the follow-up intents go through the configured
-    executor.
+    for any scope, except that with no executor given or configured the follow-ups
+    are queued with ``django_q_executor``, the queue the task itself came from.
 
     The run continues the trace found in the task package (see :data:`TRACE_KEY`),
     when a tracing integration is on.
@@ -89,7 +92,8 @@ def airlock_task(
     Args:
         func: The task function (when used bare).
         policy: The scope's policy.
-        executor: The scope's executor.
+        executor: The scope's executor (default: ``airlock.configure(executor=...)``,
+            else ``django_q_executor``).
         **scope_kwargs: Passed on to :func:`airlock.scope`.
 
     Returns:
@@ -111,11 +115,14 @@ def airlock_task(
             )
         _connect_receiver()
         name = task_name(func)
+        # Imported here: the executor's module imports this one.
+        from airlock.integrations.executors.django_q import django_q_executor
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             with continue_trace(_claim(run), name=name, system="django_q"):
-                with airlock.scope(policy, executor=executor, **scope_kwargs):
+                chosen = executor_for_run(executor, django_q_executor)
+                with airlock.scope(policy, executor=chosen, **scope_kwargs):
                     return func(*args, **kwargs)
 
         return run  # type: ignore[return-value]

@@ -1,15 +1,16 @@
 """Dramatiq integration: each message's run is an airlock scope.
 
 Add :class:`AirlockMiddleware` to the broker (``broker.add_middleware(AirlockMiddleware())``)
-and every actor runs inside a fresh scope: what it enqueues goes out through the
-configured executor only after the actor returns, and is dropped when it raises
-(which includes ``dramatiq.Retry`` and every failure the Retries middleware will
-retry), is skipped, or times out. A retried message runs again with a new scope,
-so follow-up tasks are sent once, by the run that succeeds.
+and every actor runs inside a fresh scope: what it enqueues goes out only after
+the actor returns, and is dropped when it raises (which includes ``dramatiq.Retry``
+and every failure the Retries middleware will retry), is skipped, or times out. A
+retried message runs again with a new scope, so follow-up tasks are sent once, by
+the run that succeeds.
 
-To send the follow-ups as Dramatiq messages, configure the executor in the worker::
-
-    airlock.configure(executor=dramatiq_executor)
+Follow-up actors go out as Dramatiq messages of their own (``dramatiq_executor``)
+by default. To send them another way, give the middleware an executor
+(``AirlockMiddleware(executor=...)``) or configure one
+(``airlock.configure(executor=...)``); the middleware's wins.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 
 import airlock
 from airlock._propagation import continue_trace
+from airlock.integrations._task_run import executor_for_run
 from airlock.integrations.executors.dramatiq import TRACE_OPTION, dramatiq_executor
 
 if TYPE_CHECKING:
@@ -70,7 +72,8 @@ class AirlockMiddleware(dramatiq.Middleware):
 
     Args:
         policy: The scope's policy (default: ``airlock.configure(policy=...)``).
-        executor: How follow-ups go out (default: ``airlock.configure(executor=...)``).
+        executor: How follow-ups go out (default: ``airlock.configure(executor=...)``,
+            else ``dramatiq_executor``).
         **scope_kwargs: Passed on to ``airlock.scope()`` (e.g. ``_cls=``).
 
     .. versionadded:: 0.1
@@ -94,7 +97,8 @@ class AirlockMiddleware(dramatiq.Middleware):
             continue_trace(message.options.get(TRACE_OPTION), name=message.actor_name, system="dramatiq")
         )
         try:
-            scope = airlock.scope(self.policy, executor=self.executor, **self.scope_kwargs)
+            executor = executor_for_run(self.executor, dramatiq_executor)
+            scope = airlock.scope(self.policy, executor=executor, **self.scope_kwargs)
             scope.enter()
         except BaseException:
             trace.close()

@@ -15,9 +15,9 @@ interrupted, after which every later task would nest in it. A wrapper opens and
 closes its scope with the function call itself, in the same thread, whatever
 happens; it also works in Huey's immediate mode.
 
-To send the follow-ups as Huey tasks, configure the executor in the consumer::
-
-    airlock.configure(executor=huey_executor)
+Follow-up Huey tasks go out as Huey tasks of their own (``huey_executor``) by
+default. To send them another way, pass ``executor=`` to :func:`airlock_task` or
+configure one (``airlock.configure(executor=...)``); ``executor=`` wins.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 
 import airlock
 from airlock._propagation import continue_trace
+from airlock.integrations._task_run import executor_for_run
 from airlock.integrations.executors.huey import TASK_RUN_MARK, TRACE_KWARG, huey_executor
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ def airlock_task(
     Args:
         huey: The Huey instance to register the task with.
         policy: The scope's policy (default: ``airlock.configure(policy=...)``).
-        executor: How follow-ups go out (default: ``airlock.configure(executor=...)``).
+        executor: How follow-ups go out (default: ``airlock.configure(executor=...)``,
+            else ``huey_executor``).
         **task_settings: Passed to ``huey.task()``.
 
     Returns:
@@ -85,7 +87,10 @@ def airlock_task(
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             carrier = kwargs.pop(TRACE_KWARG, None)
-            with continue_trace(carrier, name=name, system="huey"), airlock.scope(policy, executor=executor):
+            with (
+                continue_trace(carrier, name=name, system="huey"),
+                airlock.scope(policy, executor=executor_for_run(executor, huey_executor)),
+            ):
                 return fn(*args, **kwargs)
 
         setattr(run, TASK_RUN_MARK, True)

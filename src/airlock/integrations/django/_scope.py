@@ -43,7 +43,7 @@ __all__ = ["DjangoScope", "TransactionRolledBack"]
 _log = logging.getLogger("airlock.integrations.django")
 
 _WAITING = "waiting"  # registered, neither committed nor flushed yet
-_COMMITTED = "committed"  # the transaction committed before the scope flushed
+_COMMITTED = "committed"  # the transaction committed before the scope flushed, or none was open
 _SCHEDULED = "scheduled"  # flushed; goes out when Django calls it on commit
 _RELEASED = "released"
 
@@ -84,13 +84,15 @@ class TransactionRolledBack:
 class _CommitTicket:
     """One intent's wait for its transaction, and Django's ``on_commit`` callback."""
 
-    __slots__ = ("connection", "intent", "scope", "state")
+    __slots__ = ("connection", "intent", "is_in_transaction", "scope", "state")
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.connection = connection
         self.intent: Intent | None = None
         self.scope: DjangoScope | None = None
         self.state = _WAITING
+        # Registered with on_commit: its release follows a real commit (for the log).
+        self.is_in_transaction = False
 
     def __call__(self) -> None:
         if self.state is _SCHEDULED:
@@ -105,10 +107,13 @@ class _CommitTicket:
         try:
             self.scope._release_one(self.intent)
         except Exception:
+            # Say "after commit" only when there was one: with no transaction open
+            # (autocommit, a worker's task run) the intent went at the flush.
+            moment = "after commit on" if self.is_in_transaction else "at flush, with no transaction open on"
             _log.exception(
-                "airlock: %s failed to dispatch after commit on database %r; "
-                "it was reported on airlock.signals.dispatch_failed",
+                "airlock: %s failed to dispatch %s database %r; it was reported on airlock.signals.dispatch_failed",
                 self.intent,
+                moment,
                 self.connection.alias,
             )
 
@@ -218,6 +223,7 @@ class DjangoScope(Scope):
             # Inside atomic(): Django stores it with the open savepoints. Manual
             # transaction management: Django raises TransactionManagementError.
             connection.on_commit(ticket, robust=True)
+            ticket.is_in_transaction = True
             self._judges = True  # it may roll back before the flush: see _judge
         else:
             ticket.state = _COMMITTED

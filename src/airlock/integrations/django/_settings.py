@@ -15,7 +15,7 @@ from airlock import Scope
 
 __all__ = ["configure_from_settings"]
 
-KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS")
+KEYS = ("POLICY", "EXECUTOR", "SCOPE", "SCOPE_KWARGS", "DISPATCH_ERRORS")
 
 
 def configure_from_settings(values: Any = None) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
     - ``EXECUTOR``: a callable taking one :class:`~airlock.Intent`.
     - ``SCOPE``: a :class:`~airlock.Scope` subclass; default :class:`DjangoScope`.
     - ``SCOPE_KWARGS``: a dict of keyword arguments for ``SCOPE`` (``{"using": "orders"}``).
+    - ``DISPATCH_ERRORS``: ``"raise"`` (default) or ``"report"`` (see :func:`airlock.configure`).
 
     Args:
         values: The mapping to apply instead of ``settings.AIRLOCK``.
@@ -58,6 +59,8 @@ def configure_from_settings(values: Any = None) -> dict[str, Any]:
         "scope_cls": _resolve(values, "SCOPE", _as_scope_class) or DjangoScope,
         "scope_kwargs": _resolve(values, "SCOPE_KWARGS", _as_kwargs) or {},
     }
+    if values.get("DISPATCH_ERRORS") is not None:
+        chosen["dispatch_errors"] = _as_dispatch_errors("DISPATCH_ERRORS", values["DISPATCH_ERRORS"])
     _try_a_scope(chosen)
     airlock.configure(**chosen)
     return chosen
@@ -111,6 +114,12 @@ def _as_executor(key: str, value: Any) -> Any:
     if isinstance(value, type) or not callable(value):
         raise _wrong(key, value, "a callable taking one Intent (a function or an instance, not a class)")
     return value
+
+
+def _as_dispatch_errors(key: str, value: Any) -> str:
+    if value not in ("raise", "report"):
+        raise _wrong(key, value, "'raise' or 'report'")
+    return str(value)
 
 
 def _as_scope_class(key: str, value: Any) -> Any:

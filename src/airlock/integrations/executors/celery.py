@@ -1,6 +1,6 @@
 """The Celery executor: send each intent as a Celery task message.
 
-``celery_executor`` calls ``task.apply_async(args, kwargs, **options)`` for a
+``celery_executor`` calls ``task.apply_async(args=..., kwargs=..., **options)`` for a
 Celery task, ``task.delay(*args, **kwargs)`` for anything that only has
 ``delay``, and calls a plain function in-process. ``_dispatch_options`` become
 ``apply_async`` options, checked by name first so a typo fails loudly instead of
@@ -100,7 +100,9 @@ def celery_executor(intent: Intent) -> Any:
     """Send the intent through Celery and return what Celery hands back.
 
     - A task with ``apply_async`` (any Celery task or signature-like object):
-      ``task.apply_async(intent.args, intent.kwargs, **options)``; the
+      ``task.apply_async(args=intent.args, kwargs=intent.kwargs, **options)``, by
+      keyword as airlock-py calls it (tests that assert the call on a mock keep
+      passing); the
       ``AsyncResult`` travels on ``intent_dispatched`` as ``result``.
     - Else a task with ``delay``: ``task.delay(*args, **kwargs)`` (no options possible).
     - Else a plain callable: called in-process, like the sync executor.
@@ -136,8 +138,8 @@ def celery_executor(intent: Intent) -> Any:
     if batch is not None and not (options and ("producer" in options or "connection" in options)):
         return batch.send(task, apply_async, intent.args, intent.kwargs, options)
     if options:
-        return _send(apply_async, intent.args, intent.kwargs, **options)
-    return _send(apply_async, intent.args, intent.kwargs)
+        return _send(apply_async, args=intent.args, kwargs=intent.kwargs, **options)
+    return _send(apply_async, args=intent.args, kwargs=intent.kwargs)
 
 
 def _send(method: Any, /, *args: Any, **options: Any) -> Any:
@@ -188,18 +190,18 @@ class _Batch:
     def send(self, task: Any, apply_async: Any, args: Any, kwargs: Any, options: Any) -> Any:
         app = getattr(task, "app", None)
         if app is None or self._is_broken:
-            return _send(apply_async, args, kwargs, **(options or {}))
+            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}))
         held = self._held.get(app)
         if held is None:
             held = self._held[app] = self._borrow(app)
         try:
-            return _send(apply_async, args, kwargs, **(options or {}), producer=held[0])
+            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}), producer=held[0])
         except Exception:
             # Back to Celery's own path (and its publish retry policy) for this
             # message and the rest of the block, exactly as without publishing().
             self._is_broken = True
             self.close(sys.exc_info())
-            return _send(apply_async, args, kwargs, **(options or {}))
+            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}))
 
     @staticmethod
     def _borrow(app: Any) -> tuple[Any, ExitStack]:

@@ -26,7 +26,7 @@ from airlock._intent import Intent
 from airlock._propagation import inject, is_enabled
 from airlock.integrations.django_q import TRACE_KEY, call_task
 
-__all__ = ["DJANGO_Q_OPTIONS", "RESERVED_KWARGS", "django_q_executor"]
+__all__ = ["DJANGO_Q_OPTIONS", "RESERVED_KWARGS", "check_enqueue", "django_q_executor"]
 
 # The options django-q2's async_task (1.6 to 1.11) moves from its keyword arguments
 # into the task package; it keeps them in a local tuple, so they are listed here.
@@ -62,8 +62,9 @@ def django_q_executor(intent: Intent) -> Any:
 
     Sends ``async_task(task, *args, **kwargs, **options)``. The task must be
     importable by the worker (a module-level function, method or callable
-    object); a lambda or a function defined inside another is refused before
-    anything is queued.
+    object); a lambda, a function defined inside another or one defined in
+    ``__main__`` is refused before anything is queued, and already at
+    ``airlock.enqueue()`` (see :func:`check_enqueue`).
 
     ``_dispatch_options`` are ``async_task``'s own: ``group``, ``hook``, ``timeout``,
     ``cluster``, ``broker``, ``save``, ``cached``, ``sync``, ``ack_failure``,
@@ -123,15 +124,43 @@ def _add_carrier(sender: Any, task: dict[str, Any], **extra: Any) -> None:
         task[TRACE_KEY] = carrier
 
 
+def check_enqueue(intent: Intent) -> None:
+    """Refuse, at ``airlock.enqueue()``, an intent :func:`django_q_executor` could not queue.
+
+    The executor's ``check_enqueue``: the scope calls it while the caller's
+    transaction is still open, so a task no worker could import (a lambda, a
+    nested function, one defined in ``__main__``) or an unknown option fails at
+    the line that enqueued it, not at the flush after the commit.
+
+    Raises:
+        TypeError: The task cannot be imported by a worker, or an option is unknown.
+
+    .. versionadded:: 0.1
+    """
+    _check_importable(intent.task, intent)
+    options = intent.dispatch_options
+    if options:
+        _check_options(options, intent)
+
+
+django_q_executor.check_enqueue = check_enqueue  # type: ignore[attr-defined]  # the scope looks it up
+
+# The names a script's module has: in the worker, the same name is its own main module.
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+
+
 def _check_importable(task: Any, intent: Intent) -> None:
     # django-q2 pickles the function by reference (module and qualified name) and
     # the worker imports it; check that the name leads back to this very function,
     # which is what fails for lambdas, nested functions and shadowed names.
-    if isinstance(task, types.MethodType):
-        return
     if isinstance(task, partial):
         task = task.func
+    if isinstance(task, types.MethodType):
+        owner = task.__self__
+        _refuse_main(owner if isinstance(owner, type) else type(owner), intent)
+        return
     if not isinstance(task, types.FunctionType):
+        _refuse_main(task if isinstance(task, type) else type(task), intent)
         return
     found: Any = sys.modules.get(task.__module__)
     for part in task.__qualname__.split("."):
@@ -143,6 +172,24 @@ def _check_importable(task: Any, intent: Intent) -> None:
             "to it (a lambda, a function defined inside another, or a name since rebound). "
             "Define the task as a module-level function."
         )
+    _refuse_main(task, intent)
+
+
+def _refuse_main(defined: Any, intent: Intent) -> None:
+    """Refuse a task (or the class of its object) defined in the script that was run.
+
+    The name leads back to it in this process, but a worker's ``__main__`` is
+    django-q2's own: unpickling the package fails there, in the cluster.
+    """
+    if getattr(defined, "__module__", None) not in _MAIN_MODULES:
+        return
+    what = getattr(defined, "__qualname__", repr(defined))
+    raise TypeError(
+        f"django_q_executor cannot queue {intent.name}: {what} is defined in __main__, the "
+        "script this process runs, and a django-q2 worker has a __main__ of its own, so it "
+        f"could not import it (the cluster would fail on the package). Move {what} into an "
+        "importable module (e.g. yourapp/tasks.py) and import it from there."
+    )
 
 
 def _check_options(options: Mapping[str, Any], intent: Intent) -> None:

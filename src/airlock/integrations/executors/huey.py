@@ -1,9 +1,9 @@
 """The Huey executor: send each intent as a Huey task.
 
-``huey_executor`` enqueues a Huey task (``@huey.task()``) on its Huey instance,
-through ``task.schedule(args, kwargs, **options)`` when an ``eta`` or ``delay``
-asks for scheduling, and calls a plain function in-process. ``_dispatch_options``
-are checked by name, so a typo fails loudly instead of being dropped.
+``huey_executor`` enqueues a Huey task (``@huey.task()``) on its Huey instance
+through ``task.schedule(args=..., kwargs=..., **options)``, always, as airlock-py
+does, and calls a plain function in-process. ``_dispatch_options`` are checked by
+name, so a typo fails loudly instead of being dropped.
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ _SCHEDULING = frozenset({"eta", "delay"})
 def huey_executor(intent: Intent) -> Any:
     """Send the intent through Huey and return what Huey hands back.
 
-    - A Huey task with an ``eta`` or ``delay`` option:
-      ``task.schedule(args, kwargs, **options)``.
-    - A Huey task otherwise: enqueued as a normal call would be, with the other
-      options (``priority``, ``retries``, ``expires``, ...) set on the task.
-      Unlike calling the task, the intent's own keyword arguments all reach your
-      function, even ones named ``delay`` or ``priority``.
+    - A Huey task: ``task.schedule(args=..., kwargs=..., **options)``. Huey's
+      ``schedule()`` refuses a call without ``eta`` or ``delay``, so with neither
+      option the executor adds ``delay=0``: the task is queued at once, as calling
+      it would queue it. Unlike calling the task, the intent's own keyword
+      arguments all reach your function, even ones named ``delay`` or ``priority``.
+    - Any other object with a ``schedule`` method (a stand-in in a test):
+      ``task.schedule(args=..., kwargs=..., **options)``, with nothing added.
     - A plain callable: called in-process, like the sync executor.
 
     The return value (Huey's ``Result`` handle, or ``None`` when the Huey instance
@@ -82,22 +83,17 @@ def huey_executor(intent: Intent) -> Any:
                     "drop them or enqueue a @huey.task()"
                 )
             return sync_executor(intent)
-        # A task-like object of another kind: its own schedule() or call is all we know.
-        if options:
-            return schedule(intent._args, intent._kwargs, **options)
-        return task(*intent._args, **intent._kwargs)
+        # A task-like object of another kind: called exactly as airlock-py calls it.
+        return schedule(args=intent._args, kwargs=intent._kwargs, **(options or {}))
     kwargs = intent._kwargs
     if hooks.inject_trace is not None and getattr(task.func, TASK_RUN_MARK, False):
         carrier = inject({})
         if carrier:
             kwargs = {**kwargs, TRACE_KWARG: carrier}
-    if not options:
-        # What TaskWrapper.__call__ does, minus its taking eta/delay/priority/...
-        # out of the task's own keyword arguments.
-        return task.huey.enqueue(task.task_class(intent._args, kwargs))
-    if _SCHEDULING.isdisjoint(options):
-        return task.huey.enqueue(task.task_class(intent._args, kwargs, **options))
-    return task.schedule(intent._args, kwargs, **options)
+    if not options or _SCHEDULING.isdisjoint(options):
+        # Huey's schedule() refuses a call with neither; a delay of 0 queues the task now.
+        return task.schedule(args=intent._args, kwargs=kwargs, delay=0, **(options or {}))
+    return task.schedule(args=intent._args, kwargs=kwargs, **options)
 
 
 def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
