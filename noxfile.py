@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -98,20 +97,22 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=TOOLS_PYTHON)
 def package(session: nox.Session) -> None:
-    """Build sdist and wheel, twine check them, then install the wheel in a clean venv and run the first example."""
+    """Build sdist and wheel, twine check them, then install the wheel in clean venvs and run the first example."""
     session.install(*_group("release"), "uv")
     dist = Path(tempfile.mkdtemp(prefix="airlock-dist-"))
     session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(dist))
     session.run("twine", "check", "--strict", *(str(p) for p in dist.iterdir()))
     [wheel] = dist.glob("*.whl")
-    clean = dist / "venv"
-    # uv makes the venv (with pip in it: "--seed") in a second where "python -m venv" takes half a minute.
-    session.run("uv", "venv", "--quiet", "--seed", "--python", sys.executable, str(clean))
-    python = str(clean / "bin" / "python")
-    session.run(python, "-m", "pip", "install", "-q", str(wheel), external=True)
-    # Run from outside the work tree, so only the installed wheel can be imported.
     # Add README.md here once the README opens with the same runnable example.
     examples = [str(ROOT / "docs" / "getting_started.md")]
-    with session.chdir(dist):
-        session.run(python, str(ROOT / ".ci" / "check_wheel.py"), *examples, external=True)
+    # The oldest and newest Python the classifiers name; the lanes cover 3.10-3.12.
+    for python_version in ("3.10", "3.13"):
+        clean = dist / f"venv-{python_version}"
+        # uv makes the venv (with pip in it: "--seed") in a second where "python -m venv" takes half a minute.
+        session.run("uv", "venv", "--quiet", "--seed", "--python", python_version, str(clean))
+        python = str(clean / "bin" / "python")
+        session.run(python, "-m", "pip", "install", "-q", str(wheel), external=True)
+        # Run from outside the work tree, so only the installed wheel can be imported.
+        with session.chdir(dist):
+            session.run(python, str(ROOT / ".ci" / "check_wheel.py"), *examples, external=True)
     shutil.rmtree(dist)
