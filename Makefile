@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.demo: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[django,otel]'
+	$(BIN)/pip install -q -e '.[django,otel,huey,structlog,celery]'
 	touch $@
 
 # Every extra plus the dev dependency group (pip >= 25.1 for --group, PEP 735).
@@ -27,7 +27,7 @@ $(VENV)/.nox: | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.demo
-	$(BIN)/python -m demo
+	$(BIN)/python -m demo $(ARGS)
 
 # The matrix (noxfile.py): each lane runs the whole suite on PostgreSQL, then the
 # Django tests again on SQLite (what a user without a database server has). The

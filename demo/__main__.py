@@ -1,116 +1,108 @@
-"""The airlock demo: `make demo` (or `python -m demo`). Needs no server: SQLite, in-process queue.
+"""The airlock demo: ``make demo`` (or ``python -m demo``), on embedded defaults.
 
-Part 1 shows scopes on their own. Part 2 runs a real Django request against SQLite:
-the view enqueues two tasks inside a transaction, airlock holds them until the commit,
-a worker thread runs them (and finds the committed row), and the whole trace is drawn
-as a waterfall in the terminal.
+A small Django shop on SQLite sends its side effects through a real queue with a
+real consumer: Huey on its SQLite storage by default (no server needed), or
+Celery on the local Redis with ``--celery``. Five scenes, each with airlock's log
+lines and the trace waterfall:
+
+1. a checkout whose effects go out after the commit and run on the consumer;
+2. a failed checkout whose effects are discarded;
+3. an admin dry run (``DropAll``), and a run that blocks only e-mails (``BlockTasks``);
+4. a checkout calling services that open scopes of their own;
+5. the consumer stopped while orders commit, then every order delivered.
 """
 
 from __future__ import annotations
 
-import airlock
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-outbox: list[str] = []
-
-
-def charge_card(order_id: int, amount: int) -> None:
-    outbox.append(f"charged {amount} for order {order_id}")
-
-
-def send_receipt(order_id: int) -> None:
-    outbox.append(f"receipt for order {order_id}")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+EXTRAS = "pip install -e '.[django,otel,huey,structlog]' (make demo does it for you)"
 
 
-def place_order(order_id: int, *, declined: bool = False) -> None:
-    """Domain code says what should happen, wherever it is."""
-    airlock.enqueue(charge_card, order_id, amount=42)
-    if declined:
-        raise RuntimeError("card declined")
-    airlock.enqueue(send_receipt, order_id)
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m demo", description="airlock's demo: a Django shop on a real queue")
+    parser.add_argument("--celery", action="store_true", help="run on Celery with the local Redis (127.0.0.1:6379)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help=f"the Redis for --celery (default {REDIS_URL})")
+    parser.add_argument("--data-dir", type=Path, help="keep the SQLite files here instead of a temporary directory")
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of an unexpected error")
+    return parser.parse_args(argv)
 
 
-def report(title: str) -> None:
-    print(f"  {title}")
-    for line in outbox or ["(nothing went out)"]:
-        print(f"      -> {line}")
-    outbox.clear()
+def run(options: argparse.Namespace, directory: Path) -> None:
+    from demo import queues
 
-
-def part_one() -> None:
-    print("1. Scopes decide when and whether side effects leave\n")
-    with airlock.scope():
-        place_order(1)
-        assert outbox == []  # nothing leaves while the scope is open
-    report("a unit of work that succeeds flushes at the end:")
-
+    backend: queues.Backend = (
+        queues.CeleryBackend(options.redis_url) if options.celery else queues.HueyBackend(directory)
+    )
     try:
-        with airlock.scope():
-            place_order(2, declined=True)
-    except RuntimeError:
-        pass
-    report("one that raises discards everything it enqueued:")
+        queues.use(backend)
+        from demo import web
 
-    with airlock.scope(airlock.DropAll()):
-        place_order(3)
-    report("a dry run (DropAll) sends nothing:")
+        web.setup(directory, backend.executor)
+        import demo.shop.tasks  # noqa: F401  # declares the tasks before the consumer starts
+        from demo.observe import Observer
+        from demo.scenes import SCENES, Stage
 
-    with airlock.scope():
-        with airlock.scope():  # e.g. a library that opens its own scope
-            place_order(4)
-        assert outbox == []  # the inner flush was captured by the outer scope
-    report("nested scopes: the outermost has the final word:")
-
-
-def part_two() -> None:
-    from opentelemetry.metrics import NoOpMeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind
-
-    from airlock.integrations.opentelemetry import AirlockInstrumentor, print_waterfall
-    from demo import web
-
-    print("\n2. Django on SQLite: tasks leave after the commit, and the worker finds the row\n")
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    AirlockInstrumentor().instrument(tracer_provider=provider, meter_provider=NoOpMeterProvider())
-    web.setup(provider)
-    from django.test import Client
-
-    client = Client()
-    worker = web.start_worker()
-    tracer = provider.get_tracer("demo")
-    try:
-        with tracer.start_as_current_span("GET /checkout", kind=SpanKind.SERVER):
-            response = client.get("/checkout", {"customer": "ada"})
-        print(f"  GET /checkout -> {response.status_code} {response.content.decode()}")
-        exporter_spans_ok = list(exporter.get_finished_spans())
-        with tracer.start_as_current_span("GET /checkout?fail=1", kind=SpanKind.SERVER):
-            failed = client.get("/checkout", {"customer": "bob", "fail": "1"})
-        print(f"  GET /checkout?fail=1 -> {failed.status_code} {failed.content.decode()} (rolled back)")
+        observer = Observer()
+        print(f"airlock demo: a Django shop on SQLite; its tasks go through {backend.description}")
+        backend.start_consumer()
+        stage = Stage(backend, observer)
+        for scene in SCENES:
+            scene(stage)
+        observer.close()
     finally:
-        web.stop_worker(worker)
-        AirlockInstrumentor().uninstrument()
-    for line in web.worker_log:
-        print(f"      worker: {line}")
-    print("      the failed request's tasks never reached the queue\n")
-    first_trace = exporter_spans_ok[0].context.trace_id
-    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == first_trace]
-    print_waterfall(spans)
+        backend.close()
 
 
-def main() -> None:
-    part_one()
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    started = time.monotonic()
     try:
         import django  # noqa: F401
+        import huey  # noqa: F401
         import opentelemetry.sdk  # noqa: F401
-    except ImportError:
-        print("\n(part 2 needs the django and otel extras: pip install -e '.[django,otel]')")
-        return
-    part_two()
+        import structlog  # noqa: F401
+    except ImportError as error:
+        print(f"demo: a package is missing ({error}); {EXTRAS}", file=sys.stderr)
+        return 2
+    from demo.queues import DemoError
+
+    if options.data_dir is not None:
+        directory = options.data_dir
+        if directory.exists() and any(directory.iterdir()):
+            print(f"demo: --data-dir {directory} is not empty; give a new or empty directory", file=sys.stderr)
+            return 2
+        directory.mkdir(parents=True, exist_ok=True)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="airlock-demo-"))
+    try:
+        run(options, directory)
+    except DemoError as error:
+        print(f"\ndemo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if options.traceback:
+            raise
+        print(
+            f"\ndemo failed: {type(error).__name__}: {error} (run `python -m demo --traceback` for details)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if options.data_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    print(f"\ndemo done in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,160 +1,82 @@
-"""The Django half of the demo: a real request, a real SQLite commit, a worker thread.
+"""The Django side of the demo: settings on a throw-away SQLite file, a tracing middleware, the URLs.
 
-Everything here is ordinary Django and airlock configuration; only the "queue" is
-an in-process ``queue.Queue`` so that the demo needs no broker.
+Everything is ordinary Django and airlock configuration: the airlock app reads
+``settings.AIRLOCK`` at start-up, and ``AirlockMiddleware`` gives each request a
+scope that waits for the commit.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import tempfile
-import threading
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import django
 from django.conf import settings
 
-import airlock
-from airlock import Intent, _propagation
 
-messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-worker_log: list[str] = []
-
-
-def setup(tracer_provider: Any) -> None:
-    """Configure Django on a throw-away SQLite file, with airlock's app and middleware."""
-    database = Path(tempfile.mkdtemp(prefix="airlock-demo-")) / "shop.sqlite3"
+def setup(directory: Path, executor: Callable[[Any], Any]) -> None:
+    """Configure Django on ``directory/shop.sqlite3`` with airlock sending through ``executor``."""
+    options: dict[str, Any] = {"timeout": 20}
+    if django.VERSION >= (5, 1):
+        # The web thread and the consumer thread both write: take the write lock at
+        # BEGIN, and let readers read while a write is going on.
+        options |= {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL"}
     settings.configure(
         DEBUG=False,
         SECRET_KEY="demo",
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF="demo.web",
         USE_TZ=True,
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(database)}},
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(directory / "shop.sqlite3"),
+                "OPTIONS": options,
+            }
+        },
         INSTALLED_APPS=["airlock.integrations.django", "demo.shop.apps.ShopConfig"],
-        MIDDLEWARE=["airlock.integrations.django.AirlockMiddleware"],
-        AIRLOCK={"EXECUTOR": "demo.web.queue_executor"},
+        MIDDLEWARE=["demo.web.TracingMiddleware", "airlock.integrations.django.AirlockMiddleware"],
+        AIRLOCK={"EXECUTOR": executor},
         LOGGING_CONFIG=None,
     )
     django.setup()
-    # The demo's 400 is on purpose; keep Django's "Bad Request" warning out of the output.
+    # The declined payment's 402 is on purpose; keep Django's warning about it quiet.
     logging.getLogger("django.request").setLevel(logging.ERROR)
     from django.core.management import call_command
 
     call_command("migrate", run_syncdb=True, verbosity=0)
-    global tracer
-    tracer = tracer_provider.get_tracer("demo")
 
 
-tracer: Any = None
+class TracingMiddleware:
+    """A server span per request, as opentelemetry-instrumentation-django would open."""
 
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        from opentelemetry import trace
 
-# -- the queue: an executor and a worker ---------------------------------------------
+        self.get_response = get_response
+        self.tracer = trace.get_tracer("demo.web")
 
+    def __call__(self, request: Any) -> Any:
+        from opentelemetry.trace import SpanKind
 
-class Sent:
-    """What the executor hands back, like a queue's message handle."""
-
-    def __init__(self, message_id: str) -> None:
-        self.message_id = message_id
-
-
-def queue_executor(intent: Intent) -> Sent:
-    """Hand the intent to the worker thread, with the trace context in its headers."""
-    message_id = uuid.uuid4().hex[:12]
-    messages.put(
-        {
-            "id": message_id,
-            "task": intent.task,
-            "args": intent.args,
-            "kwargs": intent.kwargs,
-            "headers": _propagation.inject({}),
-        }
-    )
-    return Sent(message_id)
-
-
-queue_executor.messaging_system = "demo-queue"  # type: ignore[attr-defined]
-
-
-def worker() -> None:
-    """The worker: each run continues the request's trace and is a scope of its own."""
-    from django.db import connection
-
-    while (message := messages.get()) is not None:
-        task = message["task"]
-        with _propagation.continue_trace(message["headers"], name=task.__name__, system="demo-queue"):
-            with airlock.scope():
-                task(*message["args"], **message["kwargs"])
-    connection.close()
-
-
-def start_worker() -> threading.Thread:
-    thread = threading.Thread(target=worker, name="demo-worker", daemon=True)
-    thread.start()
-    return thread
-
-
-def stop_worker(thread: threading.Thread) -> None:
-    messages.put(None)
-    thread.join(timeout=10)
-
-
-# -- the tasks ---------------------------------------------------------------------------
-
-
-def send_confirmation(order_id: int) -> None:
-    from demo.shop.models import Order
-
-    with tracer.start_as_current_span("SELECT shop_order"):
-        order = Order.objects.filter(pk=order_id).first()
-    worker_log.append(f"send_confirmation: found {order}" if order else f"send_confirmation: order {order_id} MISSING")
-
-
-def notify_warehouse(order_id: int) -> None:
-    from demo.shop.models import Order
-
-    found = Order.objects.filter(pk=order_id).exists()
-    worker_log.append(f"notify_warehouse: order {order_id} {'found' if found else 'MISSING'}")
-
-
-# -- the view ----------------------------------------------------------------------------
-
-
-def checkout(request: Any) -> Any:
-    """Create an order in a transaction; the side effects are enqueued inside it."""
-    from django.db import transaction
-    from django.http import HttpResponse, HttpResponseBadRequest
-
-    from demo.shop.models import Order
-
-    customer = request.GET.get("customer", "ada")
-    commit_span: list[Any] = []
-    with tracer.start_as_current_span("transaction"), transaction.atomic():
-        # Registered first, so it runs first once the commit is done: it closes the COMMIT span.
-        transaction.on_commit(lambda: commit_span and commit_span[0].end())
-        with tracer.start_as_current_span("INSERT shop_order"):
-            order = Order.objects.create(customer=customer, total=42)
-        airlock.enqueue(send_confirmation, order.pk, _origin="checkout")
-        airlock.enqueue(notify_warehouse, order.pk, _origin="checkout")
-        if request.GET.get("fail"):
-            transaction.set_rollback(True)
-            return HttpResponseBadRequest("payment declined")
-        commit_span.append(tracer.start_span("COMMIT"))
-    return HttpResponse(f"order {order.pk} placed")
+        with self.tracer.start_as_current_span(f"{request.method} {request.path}", kind=SpanKind.SERVER) as span:
+            response = self.get_response(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
 
 
 def _urls() -> list[Any]:
     from django.urls import path
 
-    return [path("checkout", checkout)]
+    from demo.shop import views
+
+    return [path("checkout", views.checkout), path("admin/remind", views.remind_customers)]
 
 
 def __getattr__(name: str) -> Any:
-    # Django reads ``urlpatterns`` only after setup(), when views can be routed.
+    # Django reads ``urlpatterns`` only after setup(), when the views can be imported.
     if name == "urlpatterns":
         return _urls()
     raise AttributeError(name)

@@ -1,7 +1,8 @@
 """A django-q2 task for the trace propagation test, and the worker's OpenTelemetry set-up.
 
-The ``qcluster`` subprocess imports this module to run :func:`traced`. There (and
-only there: ``AIRLOCK_OTEL_WORKER`` is set for that subprocess alone) it sets up
+The ``qcluster`` subprocess imports this module to run :func:`traced` (and the
+Django Tasks ``db_worker`` to run its own ``traced``). There (and only there:
+``AIRLOCK_OTEL_WORKER`` is set for those subprocesses alone) it sets up
 the SDK and airlock's instrumentor, as a project would in its worker; the task
 reports the spans started in its process so the test can check their parentage.
 """
@@ -39,6 +40,14 @@ def _hex(value: int | None, width: int) -> str | None:
 @airlock_task
 def traced(token: str) -> dict[str, Any]:
     """Report the current trace and every span this worker process started so far."""
+    return spans_report(token)
+
+
+def spans_report(token: str) -> dict[str, Any]:
+    """The current trace and every span this process started so far (a JSON-able dict).
+
+    The Django Tasks worker's ``traced`` task reports with it too.
+    """
     return {
         "token": token,
         "trace_id": _hex(trace.get_current_span().get_span_context().trace_id, 32),
@@ -53,3 +62,17 @@ def traced(token: str) -> dict[str, Any]:
             for span in _started
         ],
     }
+
+
+def assert_report_continued(report: dict[str, Any], token: str, send: Any) -> None:
+    """A worker's :func:`spans_report` shows its run inside the trace of ``send`` (the
+    dispatch span): one consumer span under it, and the run's scope under that."""
+    trace_id = _hex(send.context.trace_id, 32)
+    assert report["token"] == token
+    assert report["trace_id"] == trace_id  # the task body ran inside the request's trace
+    in_trace = [span for span in report["spans"] if span["trace_id"] == trace_id]
+    consumers = [span for span in in_trace if span["kind"] == "CONSUMER"]
+    assert [span["name"] for span in consumers] == ["process traced"]
+    assert consumers[0]["parent_id"] == _hex(send.context.span_id, 16)
+    scopes = [span for span in in_trace if span["name"] == "airlock.scope"]
+    assert [span["parent_id"] for span in scopes] == [consumers[0]["span_id"]]

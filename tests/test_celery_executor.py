@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
 import pytest
+from celery import Celery
 from celery.result import AsyncResult
 
 import airlock
 from airlock import _context
-from airlock.integrations.executors.celery import CELERY_OPTIONS, celery_executor, publishing
+from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
+from airlock.integrations.executors.celery import CELERY_OPTIONS, _producer_pool, celery_executor, publishing
 from airlock.signals import dispatch_failed, intent_dispatched
 from tests.celery_support import IDLE_QUEUE, make_broker, new_token
+from tests.conftest import require_service
+from tests.faults import RABBITMQ, OwnRedis, Proxy
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 class Recorder:
@@ -72,23 +79,33 @@ def test_apply_async_is_called_by_keyword_as_airlock_py_calls_it(batched: bool) 
     with publishing() if batched else contextlib.nullcontext(), airlock.scope(executor=celery_executor):
         airlock.enqueue(task, 7, force=True)
         airlock.enqueue(task, 8, _dispatch_options={"countdown": 60, "queue": "emails"})
-    producer = {"producer": mock.ANY} if batched else {}
-    assert task.apply_async.call_args_list == [
-        mock.call(args=(7,), kwargs={"force": True}, **producer),
-        mock.call(args=(8,), kwargs={}, countdown=60, queue="emails", **producer),
+    # A mock's app is no real Celery app, so nothing is held; the shape is what matters.
+    calls = [(call.args, {k: v for k, v in call.kwargs.items() if k != "producer"})
+             for call in task.apply_async.call_args_list]
+    assert calls == [
+        ((), {"args": (7,), "kwargs": {"force": True}}),
+        ((), {"args": (8,), "kwargs": {}, "countdown": 60, "queue": "emails"}),
     ]
     task.assert_not_called()
     task.delay.assert_not_called()
 
 
-def test_unknown_option_fails_loudly_with_a_suggestion() -> None:
+def test_unknown_option_fails_loudly_at_enqueue_with_a_suggestion() -> None:
     failures = []
     dispatch_failed.connect(lambda scope, intent, error: failures.append(error), weak=False)
     task = Recorder()
     with pytest.raises(TypeError, match=r"'countdwon' \(did you mean 'countdown'\?\)"):
         dispatch(task, 7, _dispatch_options={"countdwon": 5})
     assert task.calls == []
-    assert len(failures) == 1
+    assert failures == []  # refused by enqueue(): never buffered, so never dispatched
+
+
+def test_unknown_option_is_still_refused_at_dispatch() -> None:
+    """An intent that never went through enqueue() (built by hand) is checked when sent."""
+    task = Recorder()
+    with pytest.raises(TypeError, match="countdwon"):
+        celery_executor(airlock.Intent(task, (7,), dispatch_options={"countdwon": 5}))
+    assert task.calls == []
 
 
 def test_stamps_named_by_stamped_headers_are_accepted() -> None:
@@ -188,7 +205,7 @@ def redis_broker(redis_url: str) -> Any:
 def test_publishing_borrows_one_producer_and_sends_every_message_at_once(
     redis_broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pool = redis_broker.app.producer_pool
+    pool, _errors = _producer_pool(redis_broker.app, DEFAULT_PUBLISH_TIMEOUT)
     borrowed = []
     real_acquire = pool.acquire
     monkeypatch.setattr(pool, "acquire", lambda *a, **k: borrowed.append(1) or real_acquire(*a, **k))
@@ -212,44 +229,46 @@ def test_publishing_borrows_one_producer_and_sends_every_message_at_once(
     assert redis_broker.depth(IDLE_QUEUE) == 8
 
 
-class _Producer:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def __enter__(self) -> _Producer:
-        self.log.append("borrowed")
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.log.append("returned")
+def _never_runs(number: int) -> None:
+    """No worker consumes the queue: only the messages count."""
 
 
-class _App:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def producer_or_acquire(self) -> _Producer:
-        return _Producer(self.log)
-
-
-class FlakyTask(Recorder):
-    """Fails when handed the batch's producer: the batch must fall back to Celery's own path."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[str] = []
-        self.app = _App(self.log)
-
-    def apply_async(self, *args: Any, **kwargs: Any) -> str:
-        if "producer" in kwargs:
-            raise ConnectionError("the held connection broke")
-        return super().apply_async(*args, **kwargs)
+@pytest.fixture
+def restart_queue() -> Iterator[str]:
+    queue = f"airlock-test-restart-{new_token()}"
+    yield queue
+    with Celery("airlock_test_purge", broker=AMQP, set_as_current=False).connection_for_write() as connection:
+        connection.default_channel.queue_delete(queue)
 
 
-def test_publishing_falls_back_to_celerys_path_when_the_held_producer_fails() -> None:
-    task = FlakyTask()
-    with publishing(), airlock.scope(executor=celery_executor):
-        airlock.enqueue(task, 1)
-        airlock.enqueue(task, 2)
-    assert [call[2] for call in task.calls] == [{"args": (1,), "kwargs": {}}, {"args": (2,), "kwargs": {}}]
-    assert task.log == ["borrowed", "returned"]
+@pytest.mark.parametrize("held", [True, False], ids=["publishing", "per-message"])
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_a_connection_closed_by_a_broker_restart_is_replaced_not_failed(
+    kind: str, held: bool, restart_queue: str
+) -> None:
+    """A restart between two flushes leaves dead pooled connections: the next flush
+    still sends everything (one retry on a fresh connection, never a failure)."""
+    require_service(kind)
+    failed: list[BaseException] = []
+    dispatch_failed.connect(lambda scope, intent, error: failed.append(error), weak=False)
+    sent: list[Any] = []
+    intent_dispatched.connect(lambda scope, intent, result: sent.append(result), weak=False)
+    with OwnRedis() if kind == "redis" else Proxy(RABBITMQ) as server:
+        url = server.url if isinstance(server, OwnRedis) else f"amqp://guest:guest@127.0.0.1:{server.port}//"
+        app = Celery("airlock_test_restart", broker=url, set_as_current=False)
+        app.conf.update(task_default_queue=restart_queue, broker_connection_retry_on_startup=False)
+        task = app.task(name="airlock_test.restart")(_never_runs)
+        with publishing() if held else contextlib.nullcontext():
+            with airlock.scope(executor=celery_executor):
+                airlock.enqueue(task, 1)
+            if isinstance(server, OwnRedis):
+                server.stop()
+                server.start()
+            else:
+                server.drop()
+            with airlock.scope(executor=celery_executor):
+                airlock.enqueue(task, 2)
+                airlock.enqueue(task, 3)
+        app.close()
+    assert failed == []
+    assert len(sent) == 3

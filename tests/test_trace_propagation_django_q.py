@@ -20,7 +20,7 @@ from django_q.models import Task
 from airlock.integrations.executors.django_q import django_q_executor
 from tests.conftest import require_service
 from tests.django_q_support import Worker, wait_for
-from tests.otel_django_q_tasks import traced
+from tests.otel_django_q_tasks import assert_report_continued, traced
 from tests.otel_support import Telemetry, instrumented, request_enqueuing
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -55,7 +55,6 @@ def otel() -> Iterator[Telemetry]:
 def test_worker_run_joins_the_request_trace(worker: Worker, otel: Telemetry) -> None:
     token = os.urandom(8).hex()
     request = request_enqueuing(otel, django_q_executor, traced, token)
-    trace_id = format(request.get_span_context().trace_id, "032x")
     (send,) = [span for span in otel.spans if span.name == "send traced"]
     assert send.attributes["messaging.system"] == "django_q"
     assert send.context.trace_id == request.get_span_context().trace_id
@@ -66,12 +65,4 @@ def test_worker_run_joins_the_request_trace(worker: Worker, otel: Telemetry) -> 
 
     task = wait_for(finished, what="the traced task to finish", worker=worker)
     assert task.success, task.result
-    report = task.result
-    assert report["token"] == token
-    assert report["trace_id"] == trace_id  # the task body ran inside the request's trace
-    in_trace = [span for span in report["spans"] if span["trace_id"] == trace_id]
-    consumers = [span for span in in_trace if span["kind"] == "CONSUMER"]
-    assert [span["name"] for span in consumers] == ["process traced"]
-    assert consumers[0]["parent_id"] == format(send.context.span_id, "016x")
-    scopes = [span for span in in_trace if span["name"] == "airlock.scope"]
-    assert [span["parent_id"] for span in scopes] == [consumers[0]["span_id"]]
+    assert_report_continued(task.result, token, send)

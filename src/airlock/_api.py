@@ -45,17 +45,16 @@ def scope(
     cls = _cls or config.scope_cls or Scope
     if policy is None:
         policy = config.policy
-    is_chosen = executor is not None
-    if not is_chosen:
-        executor = config.executor
     if config.scope_kwargs and (_cls is None or _cls is config.scope_cls):
         kwargs = {**config.scope_kwargs, **kwargs}
     # By keyword, so a subclass written as __init__(self, *, policy=None, executor=None) works.
-    new = cls(policy=policy, executor=executor, **kwargs)
-    if not is_chosen:
+    if executor is None:
+        new = cls(policy=policy, executor=config.executor, **kwargs)
         # The configured executor is a default, not a choice: nested in a scope
         # that chose one, this scope's intents go that scope's way.
         new._is_chosen = False
+    else:
+        new = cls(policy=policy, executor=executor, **kwargs)
     if config.dispatch_errors == "report" and "dispatch_errors" not in kwargs:
         new._reports_only = True
     return new

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from airlock._scope import Scope
     from airlock.typing import Policy
 
-__all__ = ["PolicyGuard", "current", "hooks", "local_policies"]
+__all__ = ["PolicyGuard", "current", "flush_window", "hooks", "local_policies"]
 
 # contextvars give each thread, asyncio task and (recent) greenlet its own value.
 current: ContextVar[Scope | PolicyGuard | None] = ContextVar("airlock.scope", default=None)
 local_policies: ContextVar[tuple[Policy, ...]] = ContextVar("airlock.local_policies", default=())
+# The brokers that failed during the flush being released (id -> entry), opened fresh
+# around each release so the queue executors' circuit breaker lasts one flush.
+flush_window: ContextVar[dict[int, Any] | None] = ContextVar("airlock.flush_window", default=None)
 
 
 @final

@@ -54,6 +54,7 @@ _by_stamp = attrgetter("_stamp")
 _current = _context.current
 _local_policies = _context.local_policies
 _hooks = _context.hooks
+_flush_window = _context.flush_window
 
 
 class Scope:
@@ -79,6 +80,17 @@ class Scope:
     .. versionadded:: 0.1
     """
 
+    # Defaults read from the class until a scope sets its own: fewer stores per scope.
+    _parent: Scope | None = None
+    _token: Any = None
+    _routes: dict[int, Callable[[Intent], Any]] | None = None
+    _captured: list[Intent] | None = None  # made by the first capture
+    # len(buffer) when flush or discard took its snapshot; an enqueue that lands
+    # after it lost a race with the exit (see _late).
+    _sealed: int | None = None
+    _reports_only = False
+    _has_local_policies = False
+
     def __init__(
         self,
         policy: Policy | None = None,
@@ -90,39 +102,36 @@ class Scope:
         if unknown:
             raise TypeError(unknown_keywords(f"{type(self).__name__}()", unknown, _init_parameters(type(self))))
         if policy is None:
-            policy = _ALLOW_ALL
+            # The default policy judges nothing: no need to ask it below.
+            self._policy: Policy = _ALLOW_ALL
+            self._judges = self._gates = False
         else:
             _check_policy(policy, "Scope(policy=...)")
-        chosen = executor is not None
+            self._policy = policy
+            self._judges = not is_allow_all(policy)
+            self._gates = checks_on_enqueue(policy)
+        # How this scope's own intents go: its executor when one was chosen, else
+        # (see enter) the enclosing scope's way. _routes holds the captured intents
+        # that go another way than _route, by id; None while there are none.
         if executor is None:
-            executor = sync_executor
-        elif not callable(executor):
+            self._executor: Callable[[Intent], Any] = sync_executor
+            self._route: Callable[[Intent], Any] = sync_executor
+            self._is_chosen = False
+            self._check: Callable[[Intent], Intent | None] | None = None
+        elif callable(executor):
+            self._executor = self._route = executor
+            self._is_chosen = True
+            self._check = getattr(executor, "check_enqueue", None)
+        else:
             raise TypeError(
                 f"Scope(executor=...) must be callable with one Intent, got {executor!r}; "
                 "pass e.g. airlock.integrations.executors.celery.celery_executor"
             )
-        self._policy = policy
-        self._executor = executor
-        # How this scope's own intents go: its executor when one was chosen, else
-        # (see enter) the enclosing scope's way. _routes holds the captured intents
-        # that go another way than _route, by id; None while there are none.
-        self._is_chosen = chosen
-        self._route = executor
-        self._routes: dict[int, Callable[[Intent], Any]] | None = None
-        self._check: Callable[[Intent], Intent | None] | None = getattr(executor, "check_enqueue", None)
         self._number = next(_scope_numbers)
         self._state = _CREATED
-        self._parent: Scope | None = None
-        self._token: Any = None
         self._buffer: list[Intent] = []
-        self._captured: list[Intent] = []
-        # len(buffer) when flush or discard took its snapshot; an enqueue that lands
-        # after it lost a race with the exit (see _late).
-        self._sealed: int | None = None
-        self._reports_only = check_dispatch_errors(dispatch_errors, "Scope(dispatch_errors=...)") == "report"
-        self._judges = not is_allow_all(policy)
-        self._gates = checks_on_enqueue(policy)
-        self._has_local_policies = False
+        if dispatch_errors != "raise":
+            self._reports_only = check_dispatch_errors(dispatch_errors, "Scope(dispatch_errors=...)") == "report"
 
     # -- introspection --------------------------------------------------------
 
@@ -194,12 +203,12 @@ class Scope:
     @property
     def captured_intents(self) -> list[Intent]:
         """Intents taken from descendant scopes that flushed (a copy)."""
-        return list(self._captured)
+        return list(self._captured or ())
 
     @property
     def own_intents(self) -> list[Intent]:
         """Intents enqueued while this scope was the current one (a copy)."""
-        captured = {id(intent) for intent in self._captured}
+        captured = {id(intent) for intent in self._captured or ()}
         return [intent for intent in self._buffer if id(intent) not in captured]
 
     def __repr__(self) -> str:
@@ -356,7 +365,9 @@ class Scope:
             TypeError: An ancestor's ``before_descendant_flushes`` returned a non-list.
         """
         self._require_exited("flush")
-        buffer = self._seal()
+        buffer = self._buffer
+        sealed = self._sealed = len(buffer)  # see _late
+        buffer = buffer[:sealed]
         dropped: list[tuple[Intent, Policy]] = []
         kept = buffer
         try:
@@ -486,6 +497,8 @@ class Scope:
         buffer.extend(intents)
         if late:
             buffer.sort(key=_by_stamp)  # stable: equal stamps keep arrival order
+        if self._captured is None:
+            self._captured = []
         self._captured.extend(intents)
         if intent_captured.receivers:
             for intent in intents:
@@ -525,6 +538,15 @@ class Scope:
         reported on ``dispatch_failed`` with it, and it propagates.
         """
         failures: list[tuple[Intent, BaseException]] = []
+        window = _flush_window.set({})  # a broker that fails fails the rest of this flush fast
+        try:
+            self._release_all(intents, failures)
+        finally:
+            _flush_window.reset(window)
+        if failures:
+            self._fail(failures)
+
+    def _release_all(self, intents: list[Intent], failures: list[tuple[Intent, BaseException]]) -> None:
         if (
             intent_released.receivers
             or dispatch_failed.receivers
@@ -547,8 +569,6 @@ class Scope:
             except BaseException as interrupt:
                 self._interrupted(intents, intent, interrupt, failures, sent=False)
                 raise
-        if failures:
-            self._fail(failures)
 
     def _release_observed(self, intents: list[Intent], failures: list[tuple[Intent, BaseException]]) -> None:
         release = intent_released.emit_intent
@@ -683,7 +703,7 @@ def _dispatch(scope: Scope, intent: Intent) -> None:
         if dispatch_failed.receivers:
             dispatch_failed.emit(scope, intent=intent, error=error)
         raise
-    scope._last_sent = intent
+    scope._last_sent = intent  # an interrupt after this point finds it sent
     if intent_dispatched.receivers and not intent_dispatched.is_muted:
         intent_dispatched._notify(scope, {"intent": intent, "result": result})
 

@@ -66,7 +66,7 @@ def wait_for(probe: Callable[[], T], *, timeout: float = 20.0, what: str, worker
             return value
         if worker is not None and worker.process.poll() is not None:
             raise AssertionError(
-                f"the qcluster exited ({worker.process.returncode}) while waiting for {what}"
+                f"the worker subprocess exited ({worker.process.returncode}) while waiting for {what}"
                 f"\n--- worker output ---\n{worker.output()}"
             )
         if time.monotonic() > deadline:

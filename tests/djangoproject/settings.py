@@ -87,3 +87,29 @@ Q_CLUSTER = {
 }
 
 LOGGING_CONFIG = None
+
+# Django 6's tasks framework (Python 3.12+): the tests of tests/test_django_tasks*.py.
+# "db" is django-tasks-db's ORM backend; the airlock_* aliases wrap a real backend
+# in AirlockBackend, so plain task.enqueue() calls wait for airlock's scopes.
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS.append("django_tasks_db")
+    _DB_TASKS = {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "emails"]}
+    TASKS = {
+        "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "db": _DB_TASKS,
+        "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend", "QUEUES": ["default", "emails"]},
+        "plain": {"BACKEND": "tests.django_tasks_support.backends.PlainBackend"},
+        "airlock_db": {"BACKEND": "airlock.integrations.django_tasks.AirlockBackend", "OPTIONS": {"WRAPS": _DB_TASKS}},
+        "airlock_immediate": {
+            "BACKEND": "airlock.integrations.django_tasks.AirlockBackend",
+            "OPTIONS": {"WRAPS": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}},
+        },
+        "airlock_dummy": {
+            "BACKEND": "airlock.integrations.django_tasks.AirlockBackend",
+            "OPTIONS": {"WRAPS": {"BACKEND": "django.tasks.backends.dummy.DummyBackend", "QUEUES": ["default"]}},
+        },
+    }

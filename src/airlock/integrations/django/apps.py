@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from django.apps import AppConfig  # type: ignore[import-untyped]  # Django ships no type hints
 
 from airlock.integrations.django._settings import configure_from_settings
@@ -24,3 +26,8 @@ class AirlockConfig(AppConfig):  # type: ignore[misc]  # Django ships no type hi
 
     def ready(self) -> None:
         configure_from_settings()
+        if find_spec("django.tasks") is not None:
+            # Django 6: every run of a django.tasks task is a scope (docs/django_tasks.md).
+            from airlock.integrations.django_tasks import connect
+
+            connect()

@@ -10,8 +10,10 @@ turning into a message property nobody reads.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from typing import Any, final
@@ -19,6 +21,10 @@ from typing import Any, final
 try:
     from celery import Celery  # type: ignore[import-untyped]  # Celery ships no type hints
     from celery.app.task import Task  # type: ignore[import-untyped]
+    from kombu.exceptions import OperationalError
+    from kombu.pools import ProducerPool
+    from kombu.serialization import dumps as kombu_dumps
+    from kombu.serialization import loads as kombu_loads
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("airlock.integrations.executors.celery needs Celery: pip install 'airlock[celery]'") from error
 
@@ -26,9 +32,12 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
+from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._checks import check_arguments, is_plain, snapshot
+from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
-__all__ = ["CELERY_OPTIONS", "celery_executor", "publishing"]
+__all__ = ["CELERY_OPTIONS", "celery_executor", "make_celery_executor", "publishing"]
 
 
 def _parameters(function: Any, *, leave_out: set[str]) -> set[str]:
@@ -99,6 +108,10 @@ passthrough: ContextVar[bool] = ContextVar("airlock.celery.passthrough", default
 def celery_executor(intent: Intent) -> Any:
     """Send the intent through Celery and return what Celery hands back.
 
+    Each publish waits at most about :data:`DEFAULT_PUBLISH_TIMEOUT` seconds
+    (see :func:`make_celery_executor` for another bound, and
+    :func:`~airlock.integrations.executors.publish_timeout` for one per block).
+
     - A task with ``apply_async`` (any Celery task or signature-like object):
       ``task.apply_async(args=intent.args, kwargs=intent.kwargs, **options)``, by
       keyword as airlock-py calls it (tests that assert the call on a mock keep
@@ -118,6 +131,31 @@ def celery_executor(intent: Intent) -> Any:
 
     .. versionadded:: 0.1
     """
+    return _dispatch(intent, DEFAULT_PUBLISH_TIMEOUT)
+
+
+def make_celery_executor(*, timeout: float = DEFAULT_PUBLISH_TIMEOUT) -> Callable[[Intent], Any]:
+    """A :func:`celery_executor` whose publishes give up after ``timeout`` seconds.
+
+    The bound is set on the connections the executor publishes over (kombu's
+    connect timeout, Redis's socket timeouts, AMQP's read and write timeouts),
+    with kombu's and Celery's publish retries off: one attempt, plus one on a
+    fresh connection when a pooled one turns out to be closed. After a broker
+    cannot be reached, the other intents of the flush for it fail at once
+    (see :class:`~airlock.integrations.executors.BrokerUnavailableError`).
+
+    Args:
+        timeout: Seconds, above 0.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number.
+
+    .. versionadded:: 0.1
+    """
+    return _deadline.with_timeout(_dispatch, timeout, "make_celery_executor", celery_executor)
+
+
+def _dispatch(intent: Intent, timeout: float) -> Any:
     task = intent.task
     options = intent.dispatch_options
     if options:
@@ -128,18 +166,77 @@ def celery_executor(intent: Intent) -> Any:
         if delay is None:
             return sync_executor(intent)
         if options:
-            raise TypeError(
-                f"{intent.name} has .delay() but no .apply_async(), so its "
-                f"_dispatch_options {sorted(options)} cannot be passed; drop them or use a Celery task"
-            )
+            _refuse_options_for_delay(intent, options)
         return _send(delay, *intent.args, **intent.kwargs)
     options = _with_trace_headers(options)
-    batch = _batch.get()
-    if batch is not None and not (options and ("producer" in options or "connection" in options)):
-        return batch.send(task, apply_async, intent.args, intent.kwargs, options)
+    app = getattr(task, "app", None)
+    if (
+        app is not None
+        and hasattr(app, "connection_for_write")
+        and not (options and ("producer" in options or "connection" in options))
+        and not app.conf.task_always_eager  # the task runs here: nothing to publish
+    ):
+        timeout = _deadline.timeout_for(timeout)
+        return _deadline.guarded(
+            app,
+            timeout,
+            intent.name,
+            lambda: _publish(app, apply_async, intent, options, timeout),
+            _is_unreachable,
+        )
     if options:
         return _send(apply_async, args=intent.args, kwargs=intent.kwargs, **options)
     return _send(apply_async, args=intent.args, kwargs=intent.kwargs)
+
+
+def _check_at_enqueue(intent: Intent) -> Intent | None:
+    """``celery_executor.check_enqueue``: options, arguments and their snapshot, at enqueue.
+
+    The arguments must fit the task's signature (unless the task sets
+    ``typing = False``) and survive the serializer the message will use (the
+    ``serializer`` option, else the task's, else Celery's ``task_serializer``),
+    through kombu's own encoder. What comes back from it is what is sent.
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if getattr(task, "apply_async", None) is None:
+        if options and getattr(task, "delay", None) is not None:
+            _refuse_options_for_delay(intent, options)
+        return None  # called in-process, like the sync executor
+    if options:
+        _check_options(options, intent)
+    run = task.run if isinstance(task, Task) else None
+    if run is not None and getattr(task, "typing", True):
+        check_arguments("celery_executor", intent, run)
+    if is_plain(intent):
+        return None
+    serializer = (options and options.get("serializer")) or getattr(task, "serializer", None) or "json"
+    return snapshot("celery_executor", intent, _round_trip(serializer), serializer, run)
+
+
+celery_executor.check_enqueue = _check_at_enqueue  # type: ignore[attr-defined]
+
+_round_trips: dict[str, Callable[[Any], Any]] = {}
+
+
+def _round_trip(serializer: str) -> Callable[[Any], Any]:
+    """Encode and decode with kombu's serializer registry, as Celery does with a message body."""
+    round_trip = _round_trips.get(serializer)
+    if round_trip is None:
+
+        def round_trip(data: Any) -> Any:
+            content_type, encoding, body = kombu_dumps(data, serializer=serializer)  # type: ignore[no-untyped-call]
+            return kombu_loads(body, content_type, encoding, force=True)  # type: ignore[no-untyped-call]
+
+        _round_trips[serializer] = round_trip
+    return round_trip
+
+
+def _refuse_options_for_delay(intent: Intent, options: Mapping[str, Any]) -> None:
+    raise TypeError(
+        f"{intent.name} has .delay() but no .apply_async(), so its "
+        f"_dispatch_options {sorted(options)} cannot be passed; drop them or use a Celery task"
+    )
 
 
 def _send(method: Any, /, *args: Any, **options: Any) -> Any:
@@ -177,47 +274,119 @@ def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
     )
 
 
+# Publishing goes over producer pools of our own, one per app and timeout, whose
+# connections carry the timeouts: changing the app's own pool would change what
+# its workers do too. Each entry keeps its app alive, so the id cannot be reused.
+_pools: dict[tuple[int, float], tuple[Any, Any, tuple[type[BaseException], ...]]] = {}
+_pools_lock = threading.Lock()
+os.register_at_fork(after_in_child=_pools.clear)
+
+# One attempt: Celery's publish retry (task_publish_retry) would try again for
+# seconds, and kombu's reconnect loop (max_retries) for as long as connect_timeout.
+_NO_RETRY: Mapping[str, Any] = {"retry": False}
+
+
+def _producer_pool(app: Any, timeout: float) -> tuple[Any, tuple[type[BaseException], ...]]:
+    entry = _pools.get((id(app), timeout))
+    if entry is None or entry[0] is not app:
+        with _pools_lock:
+            entry = _pools.get((id(app), timeout))
+            if entry is None or entry[0] is not app:
+                entry = _pools[(id(app), timeout)] = _new_pool(app, timeout)
+    return entry[1], entry[2]
+
+
+def _new_pool(app: Any, timeout: float) -> tuple[Any, Any, tuple[type[BaseException], ...]]:
+    connection = app.connection_for_write(
+        connect_timeout=timeout,
+        transport_options={
+            "max_retries": 0,  # kombu's ensure_connection: one attempt
+            "socket_timeout": timeout,  # Redis
+            "socket_connect_timeout": timeout,
+            "read_timeout": timeout,  # AMQP
+            "write_timeout": timeout,
+        },
+    )
+    limit = app.conf.broker_pool_limit
+    pool = ProducerPool(connection.Pool(limit=limit), limit=limit, Producer=app.amqp.Producer)  # type: ignore[no-untyped-call]
+    global _connection_errors
+    errors = (OSError, OperationalError, *connection.recoverable_connection_errors)
+    _connection_errors = tuple(dict.fromkeys(_connection_errors + errors))
+    return app, pool, errors
+
+
+def _publish(app: Any, apply_async: Any, intent: Intent, options: Mapping[str, Any] | None, timeout: float) -> Any:
+    pool, errors = _producer_pool(app, timeout)
+    batch = _batch.get()
+    options = {**_NO_RETRY, **options} if options else _NO_RETRY
+    args, kwargs = intent.args, intent.kwargs
+    try:
+        if batch is not None:
+            return batch.send(pool, apply_async, args, kwargs, options)
+        with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
+            return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+    except Exception as error:
+        # A pooled connection the broker closed since it was last used (a restart,
+        # an idle timeout): kombu replaced it, so try once more on a fresh one.
+        # Never after a timeout, which would double the wait.
+        if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error):
+            raise
+    with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
+        return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    return _deadline.any_cause(error, _connection_errors)
+
+
+# Errors that mean "the broker cannot be reached": sockets, kombu's wrapper, and
+# the connection errors of every transport a pool was made for.
+_connection_errors: tuple[type[BaseException], ...] = (OSError, OperationalError)
+
+
 @final
 class _Batch:
-    """The producers a ``publishing()`` block borrowed, one per Celery app."""
+    """The producers a ``publishing()`` block borrowed, one per producer pool."""
 
-    __slots__ = ("_held", "_is_broken")
+    __slots__ = ("_broken", "_held")
 
     def __init__(self) -> None:
-        self._held: dict[Any, tuple[Any, ExitStack]] = {}
-        self._is_broken = False
+        self._held: dict[int, tuple[Any, Any, ExitStack]] = {}
+        self._broken: set[int] = set()
 
-    def send(self, task: Any, apply_async: Any, args: Any, kwargs: Any, options: Any) -> Any:
-        app = getattr(task, "app", None)
-        if app is None or self._is_broken:
-            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}))
-        held = self._held.get(app)
+    def send(self, pool: Any, apply_async: Any, args: Any, kwargs: Any, options: Any) -> Any:
+        key = id(pool)
+        if key in self._broken:
+            with pool.acquire(block=True) as producer:
+                return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+        held = self._held.get(key)
         if held is None:
-            held = self._held[app] = self._borrow(app)
+            held = self._held[key] = self._borrow(pool)
         try:
-            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}), producer=held[0])
+            return _send(apply_async, args=args, kwargs=kwargs, **options, producer=held[1])
         except Exception:
-            # Back to Celery's own path (and its publish retry policy) for this
-            # message and the rest of the block, exactly as without publishing().
-            self._is_broken = True
-            self.close(sys.exc_info())
-            return _send(apply_async, args=args, kwargs=kwargs, **(options or {}))
+            # Give the producer back (kombu replaces its connection) and publish
+            # the rest of the block one producer at a time, as without publishing().
+            self._broken.add(key)
+            del self._held[key]
+            held[2].__exit__(*sys.exc_info())
+            raise
 
     @staticmethod
-    def _borrow(app: Any) -> tuple[Any, ExitStack]:
+    def _borrow(pool: Any) -> tuple[Any, Any, ExitStack]:
         stack = ExitStack()
-        producer = stack.enter_context(app.producer_or_acquire())
+        producer = stack.enter_context(pool.acquire(block=True))
         # kombu 5.7+ can keep one Redis client for many publishes. A batch of one
         # command still sends each message before apply_async returns, so a
         # failure belongs to the intent that caused it, as without a batch.
         if getattr(producer, "supports_batch_publish", False):
             stack.enter_context(producer.batch(max_size=1))
-        return producer, stack
+        return pool, producer, stack
 
-    def close(self, exc_info: Any = (None, None, None)) -> None:
+    def close(self) -> None:
         held, self._held = self._held, {}
-        for _producer, stack in held.values():
-            stack.__exit__(*exc_info)
+        for _pool, _producer, stack in held.values():
+            stack.__exit__(None, None, None)
 
 
 @contextmanager

@@ -9,12 +9,13 @@ without complaint, so a typo would otherwise be silently ignored by every worker
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 try:
-    import dramatiq  # noqa: F401 - imported to fail early, naming the extra to install
+    import dramatiq
+    import dramatiq.errors
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "airlock.integrations.executors.dramatiq needs Dramatiq: pip install 'airlock[dramatiq]'"
@@ -24,9 +25,12 @@ from airlock._context import hooks
 from airlock._executors import sync_executor
 from airlock._intent import Intent
 from airlock._propagation import inject
+from airlock.integrations.executors import _deadline
+from airlock.integrations.executors._checks import check_arguments, is_plain, snapshot
+from airlock.integrations.executors._deadline import DEFAULT_PUBLISH_TIMEOUT
 from airlock.integrations.executors._options import reject_unknown_options
 
-__all__ = ["MESSAGE_OPTIONS", "TRACE_OPTION", "dramatiq_executor"]
+__all__ = ["MESSAGE_OPTIONS", "TRACE_OPTION", "dramatiq_executor", "make_dramatiq_executor"]
 
 TRACE_OPTION = "airlock_trace"
 """The message option that carries the trace context to the worker.
@@ -65,12 +69,40 @@ def dramatiq_executor(intent: Intent) -> Any:
     ``max_age``, ``on_success``, ...). When a tracing integration is on, the
     current trace context travels in the :data:`TRACE_OPTION` message option.
 
+    Each publish waits at most about :data:`DEFAULT_PUBLISH_TIMEOUT` seconds
+    (see :func:`make_dramatiq_executor`).
+
     Raises:
         TypeError: An option name the actor's broker does not know, or options for
             something that cannot take them (a ``send``-only object, a plain function).
 
     .. versionadded:: 0.1
     """
+    return _dispatch(intent, DEFAULT_PUBLISH_TIMEOUT)
+
+
+def make_dramatiq_executor(*, timeout: float = DEFAULT_PUBLISH_TIMEOUT) -> Callable[[Intent], Any]:
+    """A :func:`dramatiq_executor` whose publishes give up after ``timeout`` seconds.
+
+    The bound is set on the actor's broker, the first time the executor sends to
+    it: a Redis broker's connection pool gets connect and socket timeouts and no
+    retries; a RabbitMQ broker's pika parameters get ``socket_timeout``,
+    ``stack_timeout`` and ``blocked_connection_timeout``, with one connection
+    attempt. After a broker cannot be reached, the other intents of the flush for
+    it fail at once (see :class:`~airlock.integrations.executors.BrokerUnavailableError`).
+
+    Args:
+        timeout: Seconds, above 0.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number.
+
+    .. versionadded:: 0.1
+    """
+    return _deadline.with_timeout(_dispatch, timeout, "make_dramatiq_executor", dramatiq_executor)
+
+
+def _dispatch(intent: Intent, timeout: float) -> Any:
     task = intent._task
     options = intent.dispatch_options
     send_with_options = getattr(task, "send_with_options", None)
@@ -79,19 +111,64 @@ def dramatiq_executor(intent: Intent) -> Any:
             _check_options(options, intent)
         if hooks.inject_trace is not None:
             options = _with_trace(options)
-        if options:
-            return send_with_options(args=intent._args, kwargs=intent._kwargs, **options)
-        return send_with_options(args=intent._args, kwargs=intent._kwargs)
+
+        def publish() -> Any:
+            if options:
+                return send_with_options(args=intent._args, kwargs=intent._kwargs, **options)
+            return send_with_options(args=intent._args, kwargs=intent._kwargs)
+
+        broker = getattr(task, "broker", None)
+        if broker is None:
+            return publish()
+        timeout = _deadline.timeout_for(timeout)
+        _bound(broker, timeout)
+        return _deadline.guarded(broker, timeout, intent.name, publish, _is_unreachable)
     if options:
-        kind = "has .send() but no .send_with_options()" if hasattr(task, "send") else "is not an actor"
-        raise TypeError(
-            f"dramatiq_executor: {intent.name} {kind}, so its _dispatch_options "
-            f"{sorted(options)} cannot be applied; drop them or enqueue a Dramatiq actor"
-        )
+        _refuse_options(intent, options)
     send = getattr(task, "send", None)
     if send is not None:
         return send(*intent._args, **intent._kwargs)
     return sync_executor(intent)
+
+
+def _check_at_enqueue(intent: Intent) -> Intent | None:
+    """``dramatiq_executor.check_enqueue``: options, arguments and their snapshot, at enqueue.
+
+    The arguments must fit the actor's function and survive Dramatiq's encoder
+    (``dramatiq.get_encoder()``, JSON unless you set another); what comes back
+    from it is what is sent.
+    """
+    task = intent._task
+    options = intent.dispatch_options
+    if getattr(task, "send_with_options", None) is None:
+        if options:
+            _refuse_options(intent, options)
+        return None
+    if options:
+        _check_options(options, intent)
+    fn = getattr(task, "fn", None)
+    check_arguments("dramatiq_executor", intent, fn)
+    if is_plain(intent):
+        return None
+    encoder = dramatiq.get_encoder()
+    kind = "JSON" if type(encoder) is dramatiq.JSONEncoder else type(encoder).__name__
+
+    def round_trip(data: Any) -> Any:
+        decoded = encoder.decode(encoder.encode({"args": data[0], "kwargs": data[1]}))
+        return decoded["args"], decoded["kwargs"]
+
+    return snapshot("dramatiq_executor", intent, round_trip, kind, fn)
+
+
+dramatiq_executor.check_enqueue = _check_at_enqueue  # type: ignore[attr-defined]
+
+
+def _refuse_options(intent: Intent, options: Mapping[str, Any]) -> None:
+    kind = "has .send() but no .send_with_options()" if hasattr(intent._task, "send") else "is not an actor"
+    raise TypeError(
+        f"dramatiq_executor: {intent.name} {kind}, so its _dispatch_options "
+        f"{sorted(options)} cannot be applied; drop them or enqueue a Dramatiq actor"
+    )
 
 
 def _with_trace(options: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -115,3 +192,49 @@ def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
             "for a per-message RabbitMQ priority use 'broker_priority'."
         )
     reject_unknown_options("dramatiq_executor", options, known, intent.name, takes)
+
+
+def _bound(broker: Any, timeout: float) -> None:
+    """Give ``broker``'s connections our timeouts and no retries (once per timeout)."""
+    if getattr(broker, "_airlock_timeout", None) == timeout:
+        return
+    client = getattr(broker, "client", None)
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and hasattr(pool, "connection_kwargs"):
+        _deadline.bound_redis_pool(pool, timeout)
+    parameters = getattr(broker, "parameters", None)
+    if parameters is not None:
+        for each in parameters if isinstance(parameters, list) else [parameters]:
+            # pika: one connection attempt, each step of it and each blocked
+            # publish bounded. Dramatiq still tries a failed enqueue six times,
+            # but over a refused connection each try is immediate.
+            each.socket_timeout = timeout
+            each.stack_timeout = timeout
+            each.blocked_connection_timeout = timeout
+            each.connection_attempts = 1
+            each.retry_delay = 0
+    broker._airlock_timeout = timeout
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    return _deadline.any_cause(error, _CONNECTION_ERRORS)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [OSError, dramatiq.errors.BrokerConnectionError]
+    try:
+        import redis.exceptions
+    except ImportError:  # pragma: no cover - Dramatiq on RabbitMQ only
+        pass
+    else:
+        found += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    try:
+        import pika.exceptions  # type: ignore[import-untyped]  # pika ships no type hints
+    except ImportError:  # pragma: no cover - Dramatiq on Redis only
+        pass
+    else:
+        found += [pika.exceptions.AMQPConnectionError]
+    return tuple(found)
+
+
+_CONNECTION_ERRORS = _connection_errors()
