@@ -128,31 +128,80 @@ def run(quick: bool = False) -> list[Figure]:
     t = {name: seconds / units[name] for name, seconds in per_call.items()}
     base = t["floor"]
     figures = [
-        Figure("enqueue+flush 1,000 intents, no observers", t["plain"] / base, "<= 4x", t["plain"] / base <= 4,
-               f"{t['plain'] * 1e9:.0f} ns vs floor {base * 1e9:.0f} ns per intent"),
-        Figure("same, one no-op receiver on every signal", t["observed"] / base, "<= 10x",
-               t["observed"] / base <= 10, f"{t['observed'] * 1e9:.0f} ns per intent"),
+        Figure(
+            "enqueue+flush 1,000 intents, no observers",
+            t["plain"] / base,
+            "<= 4x",
+            t["plain"] / base <= 4,
+            f"{t['plain'] * 1e9:.0f} ns vs floor {base * 1e9:.0f} ns per intent",
+        ),
+        Figure(
+            "same, one no-op receiver on every signal",
+            t["observed"] / base,
+            "<= 10x",
+            t["observed"] / base <= 10,
+            f"{t['observed'] * 1e9:.0f} ns per intent",
+        ),
     ]
     stock = stock_blinker_send_cost(n, repeat)
-    figures.append(Figure("(context) one stock blinker send, one receiver", stock / base, "-", None,
-                          f"{stock * 1e9:.0f} ns per send"))
-    figures.append(Figure("empty `with airlock.scope(): pass`", t["empty"] / base, "<= 12x", t["empty"] / base <= 12,
-                          f"{t['empty'] * 1e9:.0f} ns"))
-    figures.append(Figure("eight nested scopes, one intent each", t["depth8"] / base, "<= 150x",
-                          t["depth8"] / base <= 150, f"{t['depth8'] * 1e6:.1f} us"))
+    figures.append(
+        Figure(
+            "(context) one stock blinker send, one receiver", stock / base, "-", None, f"{stock * 1e9:.0f} ns per send"
+        )
+    )
+    figures.append(
+        Figure(
+            "empty `with airlock.scope(): pass`",
+            t["empty"] / base,
+            "<= 12x",
+            t["empty"] / base <= 12,
+            f"{t['empty'] * 1e9:.0f} ns",
+        )
+    )
+    figures.append(
+        Figure(
+            "eight nested scopes, one intent each",
+            t["depth8"] / base,
+            "<= 150x",
+            t["depth8"] / base <= 150,
+            f"{t['depth8'] * 1e6:.1f} us",
+        )
+    )
     growth = (t["depth32"] / 32) / (t["depth8"] / 8)
-    figures.append(Figure("per-level cost at depth 32 vs depth 8 (linear ~ 1x)", growth, "<= 1.3x",
-                          growth <= 1.3, f"{t['depth32'] * 1e6:.1f} us at depth 32"))
+    figures.append(
+        Figure(
+            "per-level cost at depth 32 vs depth 8 (linear ~ 1x)",
+            growth,
+            "<= 1.3x",
+            growth <= 1.3,
+            f"{t['depth32'] * 1e6:.1f} us at depth 32",
+        )
+    )
 
     big_n = 100_000
     sizes = best_of_each(
         {"big": lambda: through_airlock(big_n), "small": lambda: through_airlock(n)}, repeat=3 if quick else 5
     )
     big, small = sizes["big"] / big_n, sizes["small"] / n
-    figures.append(Figure("per-intent time at 100,000 vs at 1,000 intents", big / small, "<= 1.3x",
-                          big / small <= 1.3, f"{big * 1e9:.0f} vs {small * 1e9:.0f} ns"))
+    figures.append(
+        Figure(
+            "per-intent time at 100,000 vs at 1,000 intents",
+            big / small,
+            "<= 1.3x",
+            big / small <= 1.3,
+            f"{big * 1e9:.0f} vs {small * 1e9:.0f} ns",
+        )
+    )
 
     memory = memory_per_intent(big_n)
-    figures.append(Figure("memory per buffered intent (args (i,), kwargs {'key': 'v'})", memory,
-                          "<= 350 B", memory <= 350, "tracemalloc, intent + args + kwargs", unit=" B"))
+    figures.append(
+        Figure(
+            "memory per buffered intent (args (i,), kwargs {'key': 'v'})",
+            memory,
+            "<= 350 B",
+            memory <= 350,
+            "tracemalloc, intent + args + kwargs",
+            unit=" B",
+        )
+    )
     return figures

@@ -83,12 +83,27 @@ def run(quick: bool = False) -> list[Figure]:
     t = json.loads(child.stdout)
     ns = 1e9
     return [
-        Figure("DjangoScope enqueue+flush, autocommit, vs plain Scope", t["django"] / t["plain"], "-", None,
-               f"{t['django'] * ns:.0f} vs {t['plain'] * ns:.0f} ns per intent"),
-        Figure("DjangoScope enqueue+flush+commit in atomic(), vs plain Scope", t["django_atomic"] / t["plain_atomic"],
-               "-", None, f"{t['django_atomic'] * ns:.0f} vs {t['plain_atomic'] * ns:.0f} ns per intent"),
-        Figure("request through AirlockMiddleware vs view in a plain scope", t["middleware"] / t["by_hand"], "-",
-               None, f"{t['middleware'] * 1e6:.1f} vs {t['by_hand'] * 1e6:.1f} us per request"),
+        Figure(
+            "DjangoScope enqueue+flush, autocommit, vs plain Scope",
+            t["django"] / t["plain"],
+            "-",
+            None,
+            f"{t['django'] * ns:.0f} vs {t['plain'] * ns:.0f} ns per intent",
+        ),
+        Figure(
+            "DjangoScope enqueue+flush+commit in atomic(), vs plain Scope",
+            t["django_atomic"] / t["plain_atomic"],
+            "-",
+            None,
+            f"{t['django_atomic'] * ns:.0f} vs {t['plain_atomic'] * ns:.0f} ns per intent",
+        ),
+        Figure(
+            "request through AirlockMiddleware vs view in a plain scope",
+            t["middleware"] / t["by_hand"],
+            "-",
+            None,
+            f"{t['middleware'] * 1e6:.1f} vs {t['by_hand'] * 1e6:.1f} us per request",
+        ),
     ]
 
 

@@ -65,9 +65,7 @@ class SDK:
 
 
 @contextmanager
-def sdk(
-    *, traces: bool = True, metrics: bool = True, logs: bool = True, production: bool = False
-) -> Iterator[SDK]:
+def sdk(*, traces: bool = True, metrics: bool = True, logs: bool = True, production: bool = False) -> Iterator[SDK]:
     """airlock observed by the SDK (and/or structlog to a null logger), undone after.
 
     ``production``: as commonly run in production, 10% of traces sampled, structlog

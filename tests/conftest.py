@@ -10,6 +10,8 @@ import pytest
 import airlock
 from airlock import _context, signals
 
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on small projects
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 SERVICES = {

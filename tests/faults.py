@@ -434,9 +434,7 @@ STOP_AFTER = 3  # mid-flush: the broker goes away once this many intents were se
 def cases() -> list[tuple[str, str]]:
     """Every (queue, fault) pair the issue asks to prove."""
     return [
-        (queue, fault)
-        for fault in FAULTS
-        for queue in (RABBITMQ_QUEUES if fault.startswith("rabbitmq") else QUEUES)
+        (queue, fault) for fault in FAULTS for queue in (RABBITMQ_QUEUES if fault.startswith("rabbitmq") else QUEUES)
     ]
 
 
@@ -456,9 +454,7 @@ class Outcome:
         return len(self.dispatched) + len(self.failed)
 
 
-def target(
-    queue: str, url: str, executor: Callable[[Any], Any] | None = None
-) -> tuple[Any, Any, Callable[[], None]]:
+def target(queue: str, url: str, executor: Callable[[Any], Any] | None = None) -> tuple[Any, Any, Callable[[], None]]:
     """A task of ``queue`` on the broker at ``url``, the executor to send it, and a cleanup."""
     name = f"airlock_faults_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     if queue == "celery":

@@ -146,8 +146,11 @@ def test_gevent_greenlets_never_see_each_others_scope():
     assert results == {f"g{n}": {f"g{n}"} for n in range(10)}
 
 
-@pytest.mark.parametrize(("version", "warns"), [("0.4.15", True), ("0.4.17", False), ("3.0.3", False)],
-                         ids=["too-old", "first-isolating", "current"])
+@pytest.mark.parametrize(
+    ("version", "warns"),
+    [("0.4.15", True), ("0.4.17", False), ("3.0.3", False)],
+    ids=["too-old", "first-isolating", "current"],
+)
 def test_warns_when_greenlet_is_too_old_to_isolate(version, warns):
     if warns:
         with pytest.warns(RuntimeWarning, match=r"greenlet>=0\.4\.17"):

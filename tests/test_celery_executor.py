@@ -80,8 +80,10 @@ def test_apply_async_is_called_by_keyword_as_airlock_py_calls_it(batched: bool) 
         airlock.enqueue(task, 7, force=True)
         airlock.enqueue(task, 8, _dispatch_options={"countdown": 60, "queue": "emails"})
     # A mock's app is no real Celery app, so nothing is held; the shape is what matters.
-    calls = [(call.args, {k: v for k, v in call.kwargs.items() if k != "producer"})
-             for call in task.apply_async.call_args_list]
+    calls = [
+        (call.args, {k: v for k, v in call.kwargs.items() if k != "producer"})
+        for call in task.apply_async.call_args_list
+    ]
     assert calls == [
         ((), {"args": (7,), "kwargs": {"force": True}}),
         ((), {"args": (8,), "kwargs": {}, "countdown": 60, "queue": "emails"}),
@@ -189,7 +191,7 @@ def test_import_without_celery_names_the_extra(module: str) -> None:
         f"import sys\nsys.modules['celery'] = None\ntry:\n    import {module}\nexcept ImportError as e:\n    print(e)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install 'airlock[celery]'" in out
+    assert "pip install 'airlock-dispatch[celery]'" in out
 
 
 # -- publishing(): one producer for a whole flush, on the real Redis --------------------

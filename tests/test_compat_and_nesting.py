@@ -325,8 +325,9 @@ def test_airlock_py_error_phrases():
 
 
 def test_policy_and_intent_reprs():
-    intent = airlock.Intent(send_email, (123,), {"urgent": True}, origin="models:save",
-                            dispatch_options={"countdown": 30})
+    intent = airlock.Intent(
+        send_email, (123,), {"urgent": True}, origin="models:save", dispatch_options={"countdown": 30}
+    )
     assert AssertNoEffects().allows(intent) is False
     assert "audit" in repr(LogOnFlush(logging.getLogger("audit")))
     text = repr(intent)

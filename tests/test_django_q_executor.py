@@ -271,7 +271,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 def test_missing_django_q2_names_the_extra(module):
     result = _python(f"import sys; sys.modules['django_q'] = None\nimport {module}")
     assert result.returncode == 1
-    assert "pip install 'airlock[django-q]'" in result.stderr
+    assert "pip install 'airlock-dispatch[django-q]'" in result.stderr
 
 
 def test_importing_the_executor_needs_no_django_settings():

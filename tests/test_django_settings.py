@@ -139,4 +139,4 @@ def test_without_django_the_import_names_the_extra():
         "    print(error)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert "pip install 'airlock[django]'" in result.stdout
+    assert "pip install 'airlock-dispatch[django]'" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,12 @@ def test_doc_examples_run(page):
     )
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} example(s) failed in {page.name}; run python -m doctest -v {page}"
+
+
+def test_getting_started_first_example_runs(capsys):
+    """The first example of the getting-started page is a script (CI runs it against the built wheel too)."""
+    page = DOCS / "getting_started.md"
+    first = re.search(r"^```python\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+    assert first is not None and ">>>" not in first.group(1)
+    exec(compile(first.group(1), f"{page.name}, first python example", "exec"), {"__name__": "__example__"})
+    assert capsys.readouterr().out == "email for order 7\n"

@@ -292,7 +292,7 @@ def test_async_actor_sees_the_scope_of_its_run(broker: StubBroker) -> None:
     ids=["executor", "middleware"],
 )
 def test_import_without_dramatiq_names_the_extra(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
-    with pytest.raises(ImportError, match=r"pip install 'airlock\[dramatiq\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'airlock-dispatch\[dramatiq\]'"):
         import_without(
             monkeypatch,
             "dramatiq",

@@ -72,9 +72,7 @@ def test_bad_dispatch_options_and_name_are_refused():
 
 def test_intent_fields():
     with airlock.scope(airlock.DropAll()):
-        intent = airlock.enqueue(
-            send_email, 7, force=True, _origin="checkout", _dispatch_options={"countdown": 5}
-        )
+        intent = airlock.enqueue(send_email, 7, force=True, _origin="checkout", _dispatch_options={"countdown": 5})
     assert intent.task is send_email
     assert intent.args == (7,) and isinstance(intent.args, tuple)
     assert intent.kwargs == {"force": True}

@@ -285,7 +285,7 @@ def test_async_functions_are_refused(huey: MemoryHuey) -> None:
     "module", ["airlock.integrations.executors.huey", "airlock.integrations.huey"], ids=["executor", "task-run"]
 )
 def test_import_without_huey_names_the_extra(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
-    with pytest.raises(ImportError, match=r"pip install 'airlock\[huey\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'airlock-dispatch\[huey\]'"):
         import_without(
             monkeypatch, "huey", module, ("airlock.integrations.executors.huey", "airlock.integrations.huey")
         )

@@ -32,8 +32,11 @@ def names(intents):
     return [intent.name for intent in intents]
 
 
-@pytest.mark.parametrize("policy", [AllowAll(), DropAll(), AssertNoEffects(), BlockTasks({"x"}), LogOnFlush()],
-                         ids=["allow", "drop", "assert", "block", "log"])
+@pytest.mark.parametrize(
+    "policy",
+    [AllowAll(), DropAll(), AssertNoEffects(), BlockTasks({"x"}), LogOnFlush()],
+    ids=["allow", "drop", "assert", "block", "log"],
+)
 def test_builtins_satisfy_the_policy_protocol(policy):
     assert isinstance(policy, Policy)
 
@@ -115,9 +118,13 @@ def test_local_policy_is_attached_and_judged_at_flush_before_the_scope_policy():
         assert plain.local_policies == ()
     assert scope.is_flushed
     assert order == [
-        ("enqueue", "inner"), ("enqueue", "outer"), ("enqueue", "scope"),
+        ("enqueue", "inner"),
+        ("enqueue", "outer"),
         ("enqueue", "scope"),
-        ("allows", "inner"), ("allows", "outer"), ("allows", "scope"),
+        ("enqueue", "scope"),
+        ("allows", "inner"),
+        ("allows", "outer"),
+        ("allows", "scope"),
         ("allows", "scope"),
     ]
     assert names(captured.dispatched) == ["send_email", "charge_card"]

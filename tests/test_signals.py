@@ -26,8 +26,14 @@ def test_every_signal_is_a_blinker_signal_with_a_doc():
         assert isinstance(signal, blinker.Signal)
         assert signal.__doc__ and len(signal.__doc__) > 40
     assert {s.name for s in signals.ALL} >= {
-        "scope_entered", "intent_enqueued", "intent_captured", "intent_dropped",
-        "scope_flushed", "scope_discarded", "intent_dispatched", "dispatch_failed",
+        "scope_entered",
+        "intent_enqueued",
+        "intent_captured",
+        "intent_dropped",
+        "scope_flushed",
+        "scope_discarded",
+        "intent_dispatched",
+        "dispatch_failed",
     }
 
 
@@ -37,9 +43,12 @@ def test_life_of_a_flushed_scope_in_order_with_kwargs():
         second = airlock.enqueue(task, 2)
     assert captured.names == [
         "scope_entered",
-        "intent_enqueued", "intent_enqueued",
-        "intent_released", "intent_dispatched",
-        "intent_released", "intent_dispatched",
+        "intent_enqueued",
+        "intent_enqueued",
+        "intent_released",
+        "intent_dispatched",
+        "intent_released",
+        "intent_dispatched",
         "scope_flushed",
     ]
     assert all(event.sender is scope for event in captured.events)

@@ -63,9 +63,7 @@ def scope(
 @overload
 def scoped(policy: F) -> F: ...
 @overload
-def scoped(
-    policy: Policy | None = None, *, _cls: type[Scope] | None = None, **kwargs: Any
-) -> Callable[[F], F]: ...
+def scoped(policy: Policy | None = None, *, _cls: type[Scope] | None = None, **kwargs: Any) -> Callable[[F], F]: ...
 def scoped(policy: Any = None, *, _cls: type[Scope] | None = None, **kwargs: Any) -> Any:
     """Decorate a function (plain or ``async def``) so each call runs in a fresh scope.
 

@@ -143,9 +143,7 @@ def _as_name(entry: object) -> str:
         return entry
     if callable(entry) or is_task_object(entry):
         return task_name(entry)  # type: ignore[arg-type]
-    raise TypeError(
-        f"BlockTasks takes task names (strings) or tasks, got {entry!r} of type {type(entry).__name__}"
-    )
+    raise TypeError(f"BlockTasks takes task names (strings) or tasks, got {entry!r} of type {type(entry).__name__}")
 
 
 def is_allow_all(policy: object) -> bool:

@@ -246,8 +246,7 @@ class Scope:
             )
         if _current.get() is not self:
             raise ScopeStateError(
-                f"cannot exit {self!r}: it is not the current scope "
-                f"({_current.get()!r} is); exit inner scopes first"
+                f"cannot exit {self!r}: it is not the current scope ({_current.get()!r} is); exit inner scopes first"
             )
         try:
             _current.reset(self._token)
@@ -660,8 +659,7 @@ def _make_meta(
     if options is not None:
         if not isinstance(options, Mapping):
             raise TypeError(
-                f"enqueue(_dispatch_options=...) must be a mapping such as "
-                f"{{'countdown': 10}}, got {options!r}"
+                f"enqueue(_dispatch_options=...) must be a mapping such as {{'countdown': 10}}, got {options!r}"
             )
         options = dict(options)
     return _Meta(name, origin, options, local, capture() if capture is not None else None)
@@ -713,6 +711,7 @@ def _dispatch(scope: Scope, intent: Intent) -> None:
 
 intent_enqueued._attach_core(_check_on_enqueue, before_observers=True)
 intent_released._attach_core(_dispatch, before_observers=False)
+
 
 def unknown_keywords(where: str, unknown: Mapping[str, Any], valid: tuple[str, ...]) -> str:
     """The message for keywords nobody takes, each with its closest valid one."""

@@ -120,9 +120,7 @@ class Signal(blinker.Signal):
     def _build_cache(self) -> Any:
         if len(self._by_sender.get(ANY_ID, ())) != len(self.receivers):
             return _SENDER_SPECIFIC
-        return tuple(
-            (receiver, isinstance(receiver, weakref.ref)) for receiver in self.receivers.values()
-        )
+        return tuple((receiver, isinstance(receiver, weakref.ref)) for receiver in self.receivers.values())
 
     # -- sending ------------------------------------------------------------
 
@@ -214,8 +212,7 @@ class Signal(blinker.Signal):
 
     def _report(self, receiver: Receiver) -> None:
         _log.exception(
-            "airlock: receiver %r of signal %r raised; the error was logged and ignored, "
-            "and the intents carry on",
+            "airlock: receiver %r of signal %r raised; the error was logged and ignored, and the intents carry on",
             receiver,
             self.name,
         )

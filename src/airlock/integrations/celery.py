@@ -28,7 +28,7 @@ try:
     from celery.app.task import Task as BaseTask  # type: ignore[import-untyped]
     from celery.utils import uuid  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.celery needs Celery: pip install 'airlock[celery]'") from error
+    raise ImportError("airlock.integrations.celery needs Celery: pip install 'airlock-dispatch[celery]'") from error
 
 import airlock
 from airlock import _context

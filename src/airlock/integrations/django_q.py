@@ -30,7 +30,9 @@ from typing import Any, TypeVar, overload
 try:
     import django_q  # type: ignore[import-untyped]  # noqa: F401  (only its presence is checked here; its modules need Django set up)
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.django_q needs django-q2: pip install 'airlock[django-q]'") from error
+    raise ImportError(
+        "airlock.integrations.django_q needs django-q2: pip install 'airlock-dispatch[django-q]'"
+    ) from error
 
 import airlock
 from airlock._intent import Intent, task_name

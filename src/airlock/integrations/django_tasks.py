@@ -43,7 +43,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "airlock.integrations.django_tasks needs Django 6's django.tasks (Python 3.12 or newer): "
-        "pip install 'airlock[django-tasks]'"
+        "pip install 'airlock-dispatch[django-tasks]'"
     ) from error
 
 import airlock

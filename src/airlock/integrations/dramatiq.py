@@ -23,7 +23,9 @@ try:
     import dramatiq
     from dramatiq.broker import MessageProxy
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.dramatiq needs Dramatiq: pip install 'airlock[dramatiq]'") from error
+    raise ImportError(
+        "airlock.integrations.dramatiq needs Dramatiq: pip install 'airlock-dispatch[dramatiq]'"
+    ) from error
 
 import airlock
 from airlock._propagation import continue_trace

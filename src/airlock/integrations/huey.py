@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 try:
     from huey.api import Huey, TaskWrapper  # type: ignore[import-untyped]  # Huey ships no type hints
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.huey needs Huey: pip install 'airlock[huey]'") from error
+    raise ImportError("airlock.integrations.huey needs Huey: pip install 'airlock-dispatch[huey]'") from error
 
 import airlock
 from airlock._propagation import continue_trace

@@ -27,7 +27,9 @@ from typing import Any
 try:
     import structlog
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
-    raise ImportError("airlock.integrations.structlog needs structlog: pip install 'airlock[structlog]'") from error
+    raise ImportError(
+        "airlock.integrations.structlog needs structlog: pip install 'airlock-dispatch[structlog]'"
+    ) from error
 
 from airlock._intent import Intent
 from airlock._scope import Scope

@@ -12,7 +12,7 @@ from __future__ import annotations
 try:
     import django  # type: ignore[import-untyped]  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised only without Django
-    raise ImportError("airlock.integrations.django needs Django: pip install 'airlock[django]'") from error
+    raise ImportError("airlock.integrations.django needs Django: pip install 'airlock-dispatch[django]'") from error
 
 from airlock.integrations.django import checks  # noqa: F401  # registers the system checks
 from airlock.integrations.django._commands import AirlockCommand, command_scope

@@ -92,8 +92,7 @@ def configure_without_app() -> None:
     app_only = sorted(key for key in values if key in APP_ONLY_KEYS) if isinstance(values, Mapping) else []
     if app_only:
         raise ImproperlyConfigured(
-            f"settings.AIRLOCK sets {', '.join(app_only)}, which needs the airlock app: "
-            f"add {APP!r} to INSTALLED_APPS"
+            f"settings.AIRLOCK sets {', '.join(app_only)}, which needs the airlock app: add {APP!r} to INSTALLED_APPS"
         )
     configure_from_settings()
 

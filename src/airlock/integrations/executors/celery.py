@@ -26,7 +26,9 @@ try:
     from kombu.serialization import dumps as kombu_dumps
     from kombu.serialization import loads as kombu_loads
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.executors.celery needs Celery: pip install 'airlock[celery]'") from error
+    raise ImportError(
+        "airlock.integrations.executors.celery needs Celery: pip install 'airlock-dispatch[celery]'"
+    ) from error
 
 from airlock._context import hooks
 from airlock._executors import sync_executor

@@ -19,7 +19,7 @@ try:
     import django_q  # type: ignore[import-untyped]  # noqa: F401  (its modules need Django set up, so they are imported on first use)
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "airlock.integrations.executors.django_q needs django-q2: pip install 'airlock[django-q]'"
+        "airlock.integrations.executors.django_q needs django-q2: pip install 'airlock-dispatch[django-q]'"
     ) from error
 
 from airlock._intent import Intent

@@ -24,7 +24,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "airlock.integrations.executors.django_tasks needs Django 6's django.tasks (Python 3.12 or newer): "
-        "pip install 'airlock[django-tasks]'"
+        "pip install 'airlock-dispatch[django-tasks]'"
     ) from error
 
 from airlock._context import hooks

@@ -18,7 +18,7 @@ try:
     import dramatiq.errors
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "airlock.integrations.executors.dramatiq needs Dramatiq: pip install 'airlock[dramatiq]'"
+        "airlock.integrations.executors.dramatiq needs Dramatiq: pip install 'airlock-dispatch[dramatiq]'"
     ) from error
 
 from airlock._context import hooks

@@ -15,7 +15,7 @@ try:
     from huey.api import TaskWrapper  # type: ignore[import-untyped]  # Huey ships no type hints
     from huey.serializer import Serializer  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError("airlock.integrations.executors.huey needs Huey: pip install 'airlock[huey]'") from error
+    raise ImportError("airlock.integrations.executors.huey needs Huey: pip install 'airlock-dispatch[huey]'") from error
 
 from airlock._context import hooks
 from airlock._executors import sync_executor

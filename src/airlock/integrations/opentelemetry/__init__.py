@@ -22,7 +22,9 @@ try:
     import opentelemetry.sdk.trace  # the waterfall reads SDK spans
     import opentelemetry.trace  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised without the extra installed
-    raise ImportError("airlock.integrations.opentelemetry needs OpenTelemetry: pip install 'airlock[otel]'") from error
+    raise ImportError(
+        "airlock.integrations.opentelemetry needs OpenTelemetry: pip install 'airlock-dispatch[otel]'"
+    ) from error
 
 from airlock.integrations.opentelemetry._instrumentor import AirlockInstrumentor, instrument, uninstrument
 from airlock.integrations.opentelemetry._waterfall import format_waterfall, print_waterfall

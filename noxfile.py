@@ -1,0 +1,118 @@
+"""The test matrix and the checks CI runs: ``nox`` runs them all, ``nox -s NAME`` one.
+
+Lanes: Python 3.10 with Django 4.2, 3.11 with Django 5.2, 3.12 with the newest
+Django 6, each with the newest Celery, Huey, Dramatiq and django-q2. Each lane runs
+the whole suite (PostgreSQL when it is up), then the Django tests again on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+# (python, django, pip requirement for that Django)
+LANES = [
+    ("3.10", "4.2", "django>=4.2,<5.0"),
+    ("3.11", "5.2", "django>=5.2,<6.0"),
+    ("3.12", "6", "django>=6.0,<7.0"),
+]
+# Packages only the Django 6 lane installs (Django Tasks backends and the like).
+# --- extra packages for the Python 3.12 / Django 6 lane: add them here ---
+DJANGO_6_EXTRAS: list[str] = []
+# --- end of extra packages ---
+
+TOOLS_PYTHON = "3.11"
+
+
+def _use_pyenv_versions() -> None:
+    # pyenv's shims run only the selected versions: select every installed 3.x so
+    # that python3.10 ... python3.13 are all found, the default one first.
+    if os.environ.get("PYENV_VERSION") or shutil.which("pyenv") is None:
+        return
+    try:
+        default = subprocess.run(["pyenv", "version-name"], capture_output=True, text=True, check=True).stdout.strip()
+        installed = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return
+    versions = [v for v in installed.split() if v.startswith("3.") and "/" not in v]
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([default, *sorted(versions, reverse=True)]))
+
+
+_use_pyenv_versions()
+
+
+def _group(name: str) -> list[str]:
+    return nox.project.dependency_groups(PYPROJECT, name)
+
+
+@nox.session(python=[lane[0] for lane in LANES])
+def tests(session: nox.Session) -> None:
+    """The whole suite on one lane, then the Django tests again on SQLite."""
+    _, django, requirement = next(lane for lane in LANES if lane[0] == session.python)
+    extras = DJANGO_6_EXTRAS if django == "6" else []
+    session.install("-e", ".[all]", *_group("test"), requirement, *extras)
+    session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
+    # Test databases of their own, so a run never drops another run's (two work trees, CI).
+    env = {"AIRLOCK_TEST_DB_SUFFIX": os.environ.get("AIRLOCK_TEST_DB_SUFFIX") or f"_nox{os.getpid()}"}
+    # --durations: CI's log shows where the 15-minute budget goes.
+    session.run("python", "-m", "pytest", "--durations=10", *session.posargs, env=env)
+    django_tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_django_*.py"))
+    session.run("python", "-m", "pytest", "-q", *django_tests, env={**env, "AIRLOCK_TEST_DB": "sqlite"})
+
+
+@nox.session(python=TOOLS_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the tree."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=TOOLS_PYTHON)
+def mypy(session: nox.Session) -> None:
+    """mypy --strict over src/."""
+    session.install("-e", ".[all]", *_group("lint"))
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session(python=TOOLS_PYTHON)
+def docs(session: nox.Session) -> None:
+    """The docs site, built strictly (a broken link or reference fails)."""
+    session.install(*_group("docs"))  # mkdocstrings reads src/ statically: no need to install it
+    site = str(Path(session.create_tmp()) / "site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(python=TOOLS_PYTHON)
+def package(session: nox.Session) -> None:
+    """Build sdist and wheel, twine check them, then install the wheel in clean venvs and run the first example."""
+    session.install(*_group("release"), "uv")
+    dist = Path(tempfile.mkdtemp(prefix="airlock-dist-"))
+    session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *(str(p) for p in dist.iterdir()))
+    [wheel] = dist.glob("*.whl")
+    # Add README.md here once the README opens with the same runnable example.
+    examples = [str(ROOT / "docs" / "getting_started.md")]
+    # The oldest and newest Python the classifiers name; the lanes cover 3.10-3.12.
+    for python_version in ("3.10", "3.13"):
+        clean = dist / f"venv-{python_version}"
+        # uv makes the venv (with pip in it: "--seed") in a second where "python -m venv" takes half a minute.
+        session.run("uv", "venv", "--quiet", "--seed", "--python", python_version, str(clean))
+        python = str(clean / "bin" / "python")
+        session.run(python, "-m", "pip", "install", "-q", str(wheel), external=True)
+        # Run from outside the work tree, so only the installed wheel can be imported.
+        with session.chdir(dist):
+            session.run(python, str(ROOT / ".ci" / "check_wheel.py"), *examples, external=True)
+    shutil.rmtree(dist)
