@@ -30,8 +30,13 @@ def task(i: int) -> None:
 
 _DATABASES = {
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
-    "postgresql": {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": "5432",
-                   "USER": "postgres", "NAME": "test"},
+    "postgresql": {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+        "USER": "postgres",
+        "NAME": "test",
+    },
 }
 
 
@@ -83,8 +88,13 @@ def _figure(engine: str, times: dict[int, float]) -> Figure:
     small, large = sizes[0], sizes[-1]
     ratio = times[large] / (times[small] * large / small)
     detail = ", ".join(f"{n // 1000}k {times[n]:.2f}s" for n in sizes)
-    return Figure(f"DjangoScope commit of {large // 1000}k vs {large // small}x {small // 1000}k, {engine}",
-                  ratio, "<= 1.5x", ratio <= 1.5, detail)
+    return Figure(
+        f"DjangoScope commit of {large // 1000}k vs {large // small}x {small // 1000}k, {engine}",
+        ratio,
+        "<= 1.5x",
+        ratio <= 1.5,
+        detail,
+    )
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -95,7 +105,9 @@ def run(quick: bool = False) -> list[Figure]:
     for engine in engines:
         child = subprocess.run(
             [sys.executable, "-m", "bench.bench_django_commit", engine, ",".join(map(str, sizes)), str(repeat)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         figures.append(_figure(engine, {int(n): t for n, t in json.loads(child.stdout).items()}))
     return figures

@@ -607,7 +607,7 @@ class Scope:
             interrupt,
             f"airlock: {len(untried)} intent(s) of {self!r} were not dispatched because of this "
             f"interrupt, and {len(failures) - len(untried)} failed before it; each was reported on "
-            "airlock.signals.dispatch_failed, and they are in this exception's airlock_failures"
+            "airlock.signals.dispatch_failed, and they are in this exception's airlock_failures",
         )
         interrupt.airlock_failures = failures  # type: ignore[attr-defined]
 

@@ -353,8 +353,7 @@ class DjangoScope(Scope):
                 kept.append(intent)
                 continue
             _log.info(
-                "airlock: %s dropped: its savepoint or transaction on database %r rolled back "
-                "before the scope flushed",
+                "airlock: %s dropped: its savepoint or transaction on database %r rolled back before the scope flushed",
                 intent,
                 reason.using,
             )
