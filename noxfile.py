@@ -103,8 +103,7 @@ def package(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(dist))
     session.run("twine", "check", "--strict", *(str(p) for p in dist.iterdir()))
     [wheel] = dist.glob("*.whl")
-    # Add README.md here once the README opens with the same runnable example.
-    examples = [str(ROOT / "docs" / "getting_started.md")]
+    examples = [str(ROOT / "README.md"), str(ROOT / "docs" / "getting_started.md")]
     # The oldest and newest Python the classifiers name; the lanes cover 3.10-3.12.
     for python_version in ("3.10", "3.13"):
         clean = dist / f"venv-{python_version}"

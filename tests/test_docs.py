@@ -32,3 +32,13 @@ def test_getting_started_first_example_runs(capsys):
     assert first is not None and ">>>" not in first.group(1)
     exec(compile(first.group(1), f"{page.name}, first python example", "exec"), {"__name__": "__example__"})
     assert capsys.readouterr().out == "email for order 7\n"
+
+
+def test_the_readme_first_example_runs(capsys):
+    """The README opens with a runnable example (CI also runs it against the built wheel)."""
+    import re
+
+    readme = (DOCS.parent / "README.md").read_text()
+    first = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)[0]
+    exec(compile(first, "README.md, first python example", "exec"), {"__name__": "__example__"})
+    assert capsys.readouterr().out == "email for order 7\n"
