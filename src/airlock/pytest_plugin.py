@@ -10,6 +10,9 @@ point, so there is nothing to configure. It adds:
   enqueued, listing what was when it was not.
 - ``airlock_eager``: the same record, but every intent that goes out runs here at
   once, whatever the executor (Celery's ``task_always_eager``, for every queue).
+- ``airlock_drain_outbox``: for Django projects with the outbox on, a function
+  that runs the relay until nothing is left to deliver, and fails the test when a
+  pass makes no progress (``airlock.integrations.django.outbox.drain_outbox``).
 - ``@pytest.mark.airlock_no_enqueue``: the test fails if its body enqueues
   anything, naming each intent. It works on plain functions and on the methods of
   ``unittest`` and Django ``TestCase`` classes.
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from airlock._intent import Intent
     from airlock.testing import Capture
 
-__all__ = ["airlock_capture", "airlock_eager"]
+__all__ = ["airlock_capture", "airlock_drain_outbox", "airlock_eager"]
 
 NO_ENQUEUE = "airlock_no_enqueue"
 
@@ -59,6 +62,14 @@ def airlock_eager() -> Iterator[Capture]:
 
     with capture(eager=True) as captured:
         yield captured
+
+
+@pytest.fixture
+def airlock_drain_outbox() -> Any:
+    """``drain_outbox``: deliver what the outbox holds, or fail naming what is stuck."""
+    from airlock.integrations.django.outbox import drain_outbox
+
+    return drain_outbox
 
 
 @pytest.hookimpl(wrapper=True)

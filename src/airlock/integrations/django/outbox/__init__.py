@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from airlock.integrations.django.outbox._carriers import Carrier, register_carrier
 from airlock.integrations.django.outbox._dedupe import deduplicate, first_delivery
+from airlock.integrations.django.outbox._drain import OutboxStuck, drain_outbox
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, SENT, OutboxMessage, ProcessedIntent
 from airlock.integrations.django.outbox._options import configure_outbox, outbox_options
 from airlock.integrations.django.outbox._relay import Pass, Relay, outbox_stats, purge, requeue
@@ -25,11 +26,13 @@ __all__ = [
     "Carrier",
     "OutboxMessage",
     "OutboxScope",
+    "OutboxStuck",
     "Pass",
     "ProcessedIntent",
     "Relay",
     "configure_outbox",
     "deduplicate",
+    "drain_outbox",
     "first_delivery",
     "outbox_options",
     "outbox_stats",
