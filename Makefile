@@ -29,8 +29,8 @@ $(VENV)/.nox: | $(BIN)/python
 demo: $(VENV)/.demo
 	$(BIN)/python -m demo $(ARGS)
 
-# The matrix (noxfile.py): each lane runs the whole suite on PostgreSQL, then the
-# Django tests again on SQLite (what a user without a database server has). The
+# The matrix (noxfile.py): each lane runs the whole suite on PostgreSQL, and the 3.11
+# lane the Django tests again on SQLite (what a user without a database server has). The
 # checks that need no service (lint, mypy, docs, package) run beside the lanes, which
 # mostly wait on brokers and workers; their log follows. NOX='...' runs what it says.
 CHECKS := lint mypy docs package
