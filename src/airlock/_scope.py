@@ -366,6 +366,7 @@ class Scope:
         """
         self._require_exited("flush")
         buffer = self._buffer
+        # _seal(), inlined: a call here costs every scope about 2% (callgrind, empty scope).
         sealed = self._sealed = len(buffer)  # see _late
         buffer = buffer[:sealed]
         dropped: list[tuple[Intent, Policy]] = []
