@@ -258,6 +258,20 @@ def test_a_plain_task_is_delivered_without_the_intent_keyword(outbox, idle):
 
 
 @needs_tasks
+def test_a_plain_enqueue_held_by_airlock_backend_goes_through_the_outbox(outbox, idle):
+    """``plain`` is bound to an AirlockBackend: its own ``.enqueue()`` becomes a row too."""
+    with airlock.scope(), transaction.atomic():
+        handle = plain.enqueue("held", colour="green")
+    assert [name for _, name, _ in rows()] == ["tests.django_tasks_support.outbox_tasks.plain"]
+    assert not DBTaskResult.objects.exists()
+    assert Relay(databases=["default"]).run_once().sent == 1
+    [run] = finished(idle, count=1)
+    assert run.return_value == {"kwargs": {"colour": "green"}, "intent_id": None}
+    # The send happened in the relay (any process), which cannot reach this handle.
+    assert not handle.is_sent
+
+
+@needs_tasks
 def test_rollbacks_leave_nothing(outbox):
     with pytest.raises(RuntimeError), transaction.atomic():
         with airlock.scope():
