@@ -125,6 +125,7 @@ if HAS_TASKS:
     from tests.django_tasks_support import Worker, wait_for
     from tests.django_tasks_support.outbox_tasks import (
         LISTED,
+        async_now,
         inner_now,
         once,
         once_now,
@@ -323,18 +324,25 @@ def test_an_option_the_backend_would_refuse_is_refused_at_enqueue(outbox):
     assert rows() == []
 
 
-@needs_tasks
-def test_the_immediate_backend_runs_it_under_its_intent_id_and_drops_a_second_delivery(outbox):
-    configure_outbox({"TASKS": LISTED})  # the fast path on
+def sent_now(task: Any, *args: Any) -> tuple[str, Any]:
+    """Enqueue ``task`` through the outbox with the fast path on; return the row's intent id and
+    the ``TaskResult`` the send returned (an ImmediateBackend's has run the task already)."""
+    configure_outbox({"TASKS": LISTED})
     results: list[Any] = []
     intent_dispatched.connect(lambda sender, intent, result, **extra: results.append(result), weak=False)
     with airlock.scope(), transaction.atomic():
-        airlock.enqueue(once_now, "now")
+        airlock.enqueue(task, *args)
         assert skus() == []
     [(intent_id, _, state)] = rows()
     assert state == SENT
     [result] = results
     assert result.status == TaskResultStatus.SUCCESSFUL
+    return intent_id, result
+
+
+@needs_tasks
+def test_the_immediate_backend_runs_it_under_its_intent_id_and_drops_a_second_delivery(outbox):
+    intent_id, result = sent_now(once_now, "now")
     assert result.return_value == intent_id
     assert skus() == ["now"]
 
@@ -346,15 +354,15 @@ def test_the_immediate_backend_runs_it_under_its_intent_id_and_drops_a_second_de
 
 @needs_tasks
 def test_a_task_run_inside_another_does_not_see_the_outer_intent_id(outbox):
-    configure_outbox({"TASKS": LISTED})
-    results: list[Any] = []
-    intent_dispatched.connect(lambda sender, intent, result, **extra: results.append(result), weak=False)
-    with airlock.scope(), transaction.atomic():
-        airlock.enqueue(outer_now)
-    [(intent_id, _, _)] = rows()
-    [result] = results
+    intent_id, result = sent_now(outer_now)
     assert result.return_value == {"outer": intent_id, "inner": None, "outer_after": intent_id}
     assert inner_now.call() is None  # and outside any run there is none either
+
+
+@needs_tasks
+def test_an_async_task_sees_its_intent_id_too(outbox):
+    intent_id, result = sent_now(async_now)
+    assert result.return_value == intent_id
 
 
 @needs_tasks

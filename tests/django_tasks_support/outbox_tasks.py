@@ -7,7 +7,7 @@ real runs. ``once`` is bound to ``airlock_db`` (django-tasks-db, served by the t
 in the process that sends it. ``plain`` is a plain ``@task``: it is delivered, but
 never learns its intent id. ``outer_now`` runs ``inner_now`` in-process inside its
 own run, to show the inner run does not see the outer one's id. ``unlisted`` is left
-out of ``OUTBOX["TASKS"]``.
+out of ``OUTBOX["TASKS"]``. ``async_now`` is an ``async def`` ``airlock_task``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ LISTED = [
     "tests.django_tasks_support.outbox_tasks.once_now",
     "tests.django_tasks_support.outbox_tasks.plain",
     "tests.django_tasks_support.outbox_tasks.outer_now",
+    "tests.django_tasks_support.outbox_tasks.async_now",
 ]
 
 
@@ -61,6 +62,12 @@ def outer_now() -> dict[str, Any]:
     """Run ``inner_now`` on the ImmediateBackend, inside this run; report both runs' intent ids."""
     inner = inner_now.enqueue()
     return {"outer": current_intent_id(), "inner": inner.return_value, "outer_after": current_intent_id()}
+
+
+@airlock_task
+async def async_now() -> str | None:
+    """An ``async def`` task: its run sees its intent id the same way."""
+    return current_intent_id()
 
 
 @task(backend=BACKEND)
