@@ -3,8 +3,8 @@
 Celery, Dramatiq and Huey run on a Redis of the test's own; django-q2 on its ORM
 broker with a ``qcluster`` subprocess (PostgreSQL only, as its own suite). Each
 checks that the worker ran the task with the stored arguments, under the row's
-intent id. ``django.tasks`` is not here: its executor is built elsewhere, and
-plugs in with ``register_carrier`` (see docs/reliability.md).
+intent id. ``django.tasks`` (Django 6, with django-tasks-db's ``db_worker``) has a
+file of its own, ``tests/test_django_outbox_django_tasks.py``.
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ def _prepare(
     if remembered_task is not task or remembered_carrier is not carrier:
         name = carrier.name_of(task)
         _last_name = (task, carrier, name)
-    stored_options = dict(options) if options else {}
+    stored_options = carrier.stored_options(task, options)
     payload = encode(name, args, kwargs, stored_options)
     # The message carries the stored arguments, not the live ones: the fast path
     # and the relay send the same thing, whatever the caller mutates later.
