@@ -12,6 +12,7 @@ django-q2's task ``id``.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -141,7 +142,14 @@ class HueyCarrier(Carrier):
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
             task = (task.huey, task.task_class)
         huey, task_class = task
-        return huey.enqueue(task_class(tuple(args), kwargs, **{**options, "id": intent_id}))
+        message = task_class(tuple(args), kwargs, **{**options, "id": intent_id})
+        try:
+            return huey.enqueue(message)
+        except sqlite3.OperationalError as error:
+            # SqliteHuey cannot open or lock its file: the broker is down, for every
+            # message alike, so the relay pauses instead of spending this row's attempts.
+            where = getattr(huey.storage, "filename", huey.name)
+            raise ConnectionError(f"Huey's SQLite storage {where!r} cannot be used: {error}") from error
 
 
 class RegistryCarrier(Carrier):
