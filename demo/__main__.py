@@ -44,7 +44,7 @@ def run(options: argparse.Namespace, directory: Path) -> None:
         queues.use(backend)
         from demo import web
 
-        web.setup(directory, backend.executor)
+        web.setup(directory, backend.executor, backend.outbox)
         import demo.shop.tasks  # noqa: F401  # declares the tasks before the consumer starts
         from demo.observe import Observer
         from demo.scenes import SCENES, Stage
