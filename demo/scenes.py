@@ -143,6 +143,7 @@ def checkout_after_commit(stage: Stage) -> None:
         print("  (send_confirmation's row was written in the checkout's transaction, made ready when the request's")
         print("  scope flushed, and marked sent by the fast path right after the commit; the follow-up's row was")
         print("  written by the consumer's scope when its run succeeded)")
+        print("  The outbox's publish carries no trace context to the consumer: its runs are traces of their own.")
 
 
 def failed_checkout(stage: Stage) -> None:
