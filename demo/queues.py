@@ -8,6 +8,11 @@ Each backend is a real queue with a real consumer, started in this process:
   follow-ups go out only once it has succeeded. airlock sends through ``huey_executor``.
 - ``CeleryBackend`` (``--celery``): the local Redis as the broker and a Celery worker
   in a thread. Tasks use ``AirlockTask`` and airlock sends through ``celery_executor``.
+  Celery reaches Redis through a TCP link of the demo's own (:class:`Link`).
+
+Each can make its broker really unreachable and bring it back (``cut()`` and
+``mend()``, for scene 5): Huey's storage directory is unmounted, Celery's link to
+Redis is cut. The local Redis itself is never stopped: it may be shared.
 
 Both count what reaches the broker (from the queue's own signals: Huey's
 ``SIGNAL_ENQUEUED``, Celery's ``after_task_publish``) and what the consumer has
@@ -288,10 +293,12 @@ class CeleryBackend(Backend):
         # Celery reaches Redis through a link of the demo's own, which scene 5 cuts.
         parts = urlsplit(url)
         self.link = Link(parts.hostname or "127.0.0.1", parts.port or 6379)
-        linked = urlunsplit(parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{self.link.port}"))
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"127.0.0.1:{self.link.port}"
+        linked = urlunsplit(parts._replace(netloc=f"{credentials}@{netloc}" if credentials else netloc))
         self.app = Celery("airlock_demo", set_as_current=False)
         self.app.conf.update(
-            broker_url=linked.replace("//@", "//"),
+            broker_url=linked,
             # Publishing to a broker that is down fails in a second (docs/reliability.md).
             broker_transport_options={
                 "global_keyprefix": self.prefix,
