@@ -58,7 +58,12 @@ class Stage:
             total = _trace_count(spans)
             spans = _first_traces(spans, traces)
             ids = {format(span.context.trace_id, "032x")[:8] for span in spans}
-            lines = [line for line in lines if line.split(" ", 1)[0].removeprefix("trace=") in ids]
+            # Those of the traces shown, and those of no trace (the relay's, if it logged).
+            lines = [
+                line
+                for line in lines
+                if not line.startswith("trace=") or line.split(" ", 1)[0].removeprefix("trace=") in ids
+            ]
             shown = f"the first of {total} traces" if traces == 1 else f"the first {traces} of {total} traces"
         print(f"\n  airlock's log lines (structlog; ids and scope starts left out) of {shown}:")
         for line in lines:
@@ -140,9 +145,9 @@ def checkout_after_commit(stage: Stage) -> None:
         stage.show_deliveries(stage.deliveries(order))
         print("  notify_warehouse is send_confirmation's follow-up: it left only once that run had succeeded\n")
         stage.show_rows(stage.new_rows())
-        print("  (send_confirmation's row was written in the checkout's transaction, made ready when the request's")
-        print("  scope flushed, and marked sent by the fast path right after the commit; the follow-up's row was")
-        print("  written by the consumer's scope when its run succeeded)")
+        print("  (send_confirmation's row was written pending in the checkout's transaction, made ready when the")
+        print("  request's scope flushed after the commit, and marked sent by the fast path once it had published it;")
+        print("  the follow-up's row was written by the consumer's scope when its run succeeded)")
         print("  The outbox's publish carries no trace context to the consumer: its runs are traces of their own.")
 
 
