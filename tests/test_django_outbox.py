@@ -7,6 +7,7 @@ that is down is a Redis URL on a port nobody listens on.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
@@ -224,6 +225,24 @@ def test_a_task_that_is_not_registered_is_refused_at_enqueue():
 def test_the_sync_executor_is_refused_with_the_way_out():
     with airlock.scope(executor=sync_executor), pytest.raises(TypeError, match="outbox=False"):
         airlock.enqueue(memory_record, 1)
+
+
+@pytest.mark.parametrize("rolled_back", [False, True], ids=["committed", "rolled-back"])
+def test_the_way_out_nested_in_an_outbox_scope_runs_in_process_after_the_commit(rolled_back):
+    # The advice above, taken inside an outbox scope (a service's scope in a request):
+    # the outer scope captures the intent, and it keeps its scope's executor, without a row.
+    ran = []
+    with airlock.scope():
+        with pytest.raises(Boom) if rolled_back else contextlib.nullcontext(), transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+            with airlock.scope(executor=sync_executor, outbox=False):
+                airlock.enqueue(ran.append, "audit")
+            assert ran == []
+            if rolled_back:
+                raise Boom
+    assert ran == ([] if rolled_back else ["audit"])
+    assert [task for _, task, _ in rows()] == ([] if rolled_back else ["outbox_memory.record"])
+    assert len(ids_sent()) == (0 if rolled_back else 1)
 
 
 def test_arguments_are_snapshotted_at_enqueue():

@@ -13,6 +13,7 @@ their own result ids) a keyword that ``airlock_task``'s wrapper takes off.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime
@@ -151,7 +152,14 @@ class HueyCarrier(Carrier):
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
             task = (task.huey, task.task_class)
         huey, task_class = task
-        return huey.enqueue(task_class(tuple(args), kwargs, **{**options, "id": intent_id}))
+        message = task_class(tuple(args), kwargs, **{**options, "id": intent_id})
+        try:
+            return huey.enqueue(message)
+        except sqlite3.OperationalError as error:
+            # SqliteHuey cannot open or lock its file: the broker is down, for every
+            # message alike, so the relay pauses instead of spending this row's attempts.
+            where = getattr(huey.storage, "filename", huey.name)
+            raise ConnectionError(f"Huey's SQLite storage {where!r} cannot be used: {error}") from error
 
 
 class RegistryCarrier(Carrier):

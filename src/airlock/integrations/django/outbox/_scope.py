@@ -102,6 +102,8 @@ class OutboxScope(DjangoScope):
         self._entries: dict[int, _Entry] = {}
         self._flushed: dict[int, _Entry] = {}
         self._collected: list[Intent] = []
+        # Captured intents whose executor has no carrier (sync_executor): sent as a DjangoScope sends them.
+        self._direct: set[int] = set()
 
     @property
     def outbox(self) -> bool:
@@ -185,8 +187,14 @@ class OutboxScope(DjangoScope):
         for intent in intents:
             entry = entries.pop(id(intent), None)
             if entry is None:
-                # Captured from a scope without the outbox: it gets its row now.
+                # Captured from a scope without the outbox: it gets its row now, unless
+                # that scope chose an executor no carrier serves (sync_executor, which
+                # runs in this process): a captured intent keeps its scope's executor,
+                # so it goes after the commit as a DjangoScope sends it, without a row.
                 route = (self._routes or {}).get(id(intent)) or self._route
+                if not _has_carrier(route):
+                    self._direct.add(id(intent))
+                    continue
                 entry = _prepare(route, intent.task, intent.args, intent.kwargs, intent.dispatch_options)
             self._flushed[id(intent)] = entry
             if entry.written:
@@ -215,7 +223,8 @@ class OutboxScope(DjangoScope):
             connection.on_commit(self._publish_collected, robust=True)
 
     def _release_one(self, intent: Intent) -> None:
-        if not self._outbox:
+        if not self._outbox or id(intent) in self._direct:
+            self._direct.discard(id(intent))
             super()._release_one(intent)
             return
         self._collected.append(intent)
@@ -290,6 +299,14 @@ def _publish_through(scope: Scope, executor: Callable[[Intent], Any], messages: 
                 intent_dispatched.emit(scope, intent=message.ref, result=result)
             outcome.sent.append((message, result))
     return outcome
+
+
+def _has_carrier(executor: Callable[[Intent], Any]) -> bool:
+    try:
+        carrier_for(executor)
+    except TypeError:
+        return False
+    return True
 
 
 _last_name: tuple[Any, Carrier | None, str] = (object(), None, "")
