@@ -168,6 +168,12 @@ class Publisher:
         return drained
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def _serve(self) -> None:
         while True:
             with self._ready:
                 while not self._batches and not self._closed:

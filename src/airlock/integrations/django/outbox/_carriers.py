@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+from airlock._context import hooks
 from airlock._intent import Intent
 
 __all__ = ["Carrier", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
@@ -119,6 +120,10 @@ class DramatiqCarrier(Carrier):
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         options = dict(options)
         delay = options.pop("delay", None)
+        if hooks.inject_trace is not None:  # the publishing thread's dispatch span, as the executor does
+            from airlock.integrations.executors.dramatiq import _with_trace
+
+            options = dict(_with_trace(options) or {})
         message = task.message_with_options(args=tuple(args), kwargs=kwargs, **options).copy(message_id=intent_id)
         return task.broker.enqueue(message, delay=delay)
 
@@ -150,6 +155,7 @@ class HueyCarrier(Carrier):
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
+            kwargs = _with_huey_trace(task, kwargs)
             task = (task.huey, task.task_class)
         huey, task_class = task
         message = task_class(tuple(args), kwargs, **{**options, "id": intent_id})
@@ -160,6 +166,19 @@ class HueyCarrier(Carrier):
             # message alike, so the relay pauses instead of spending this row's attempts.
             where = getattr(huey.storage, "filename", huey.name)
             raise ConnectionError(f"Huey's SQLite storage {where!r} cannot be used: {error}") from error
+
+
+def _with_huey_trace(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The trace context for an ``airlock_task``, as ``huey_executor`` adds it (the relay has none to add)."""
+    if hooks.inject_trace is None:
+        return kwargs
+    from airlock._propagation import inject
+    from airlock.integrations.executors.huey import TASK_RUN_MARK, TRACE_KWARG
+
+    if not getattr(getattr(task, "func", None), TASK_RUN_MARK, False):
+        return kwargs
+    carrier = inject({})
+    return {**kwargs, TRACE_KWARG: carrier} if carrier else kwargs
 
 
 class RegistryCarrier(Carrier):
