@@ -331,7 +331,7 @@ def _publish(app: Any, apply_async: Any, intent: Intent, options: Mapping[str, A
         # A pooled connection the broker closed since it was last used (a restart,
         # an idle timeout): kombu replaced it, so try once more on a fresh one.
         # Never after a timeout, which would double the wait.
-        if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error):
+        if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error) or _is_refused(error):
             raise
     with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
         return _send_on(producer, apply_async, args, kwargs, options)
@@ -364,7 +364,26 @@ def _drop_if_timed_out(producer: Any, error: BaseException) -> None:
 
 
 def _is_unreachable(error: BaseException) -> bool:
-    return _deadline.any_cause(error, _connection_errors)
+    return _deadline.any_cause(error, _connection_errors) and not _is_refused(error)
+
+
+def _is_refused(error: BaseException) -> bool:
+    """Whether the broker answered, refusing this one message (a publisher-confirm nack).
+
+    py-amqp files ``MessageNacked`` under its recoverable *connection* errors, so
+    kombu raises it as ``OperationalError``, like a broker that is down. It is
+    not: the broker is up and said no to this message (a full queue with
+    ``x-overflow: reject-publish``, say), and the next message may well go.
+    """
+    return _REFUSALS is not None and _deadline.any_cause(error, _REFUSALS)
+
+
+try:
+    from amqp.exceptions import MessageNacked as _MessageNacked  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - py-amqp comes with Celery's default transport
+    _REFUSALS: tuple[type[BaseException], ...] | None = None
+else:
+    _REFUSALS = (_MessageNacked,)
 
 
 # Errors that mean "the broker cannot be reached": sockets, kombu's wrapper, and

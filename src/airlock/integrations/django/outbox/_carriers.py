@@ -266,18 +266,26 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] | None = None
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says the broker cannot be reached."""
+    """Whether ``error`` (or what caused it) says the broker cannot be reached.
+
+    A publisher-confirm nack is not: py-amqp raises ``MessageNacked`` as a
+    connection error (kombu wraps it in ``OperationalError``), but the broker
+    answered and refused that one message, which must spend an attempt (and be
+    dead-lettered in the end) rather than pause the relay forever.
+    """
     global _CONNECTION_ERRORS
     if _CONNECTION_ERRORS is None:
         _CONNECTION_ERRORS = _connection_errors()
     seen: set[int] = set()
+    found = False
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, _CONNECTION_ERRORS):
-            return True
+        if type(current).__name__ == "MessageNacked":
+            return False
+        found = found or isinstance(current, _CONNECTION_ERRORS)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return found
 
 
 @contextlib.contextmanager
