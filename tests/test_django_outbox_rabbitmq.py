@@ -305,3 +305,127 @@ def test_a_nacked_publish_fails_alone_and_does_not_trip_the_executors_breaker(no
     assert type(failed[0][1].__cause__).__name__ == "MessageNacked"  # not BrokerUnavailableError
     assert sent == [kept]
     assert consumer.consume_all().total() == 1
+
+
+DRAMATIQ_COUNT = 200
+
+
+class DramatiqOnRabbitMQ:
+    """A Dramatiq RabbitmqBroker on the node (with confirms), an actor, and the message ids its worker ran."""
+
+    def __init__(self, node: OwnRabbitMQ, name: str) -> None:
+        import dramatiq
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        from dramatiq.middleware import CurrentMessage
+
+        from airlock.integrations.executors.dramatiq import dramatiq_executor
+
+        self.previous = dramatiq.get_broker()
+        # confirm_delivery: a publish returns once RabbitMQ has the message.
+        self.broker = broker = RabbitmqBroker(url=node.url, confirm_delivery=True)
+        broker.add_middleware(CurrentMessage())
+        dramatiq.set_broker(broker)
+        self.ran: list[str] = []
+
+        @dramatiq.actor(actor_name=f"{name}_job", queue_name=name, broker=broker, max_retries=0)
+        def job(number: int) -> None:
+            self.ran.append(CurrentMessage.get_current_message().message_id)
+
+        self.job = job
+        airlock.configure(scope_cls=OutboxScope, executor=dramatiq_executor)
+
+    def consume(self, count: int) -> collections.Counter[str]:
+        import dramatiq
+
+        worker = dramatiq.Worker(self.broker, worker_threads=1, worker_timeout=50)
+        worker.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while len(self.ran) < count:
+                assert time.monotonic() < deadline, f"the Dramatiq worker ran {len(self.ran)} of {count}"
+                time.sleep(0.05)
+            worker.join()  # the queue is empty and nothing is in flight
+        finally:
+            worker.stop()
+        return collections.Counter(self.ran)
+
+    def close(self) -> None:
+        import dramatiq
+
+        self.broker.close()
+        dramatiq.set_broker(self.previous)
+
+
+def in_a_thread(work: Any) -> Any:
+    """``work()`` in a thread of its own (Dramatiq's connections are per thread), with a cap."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive(), "blocked on a frozen RabbitMQ"
+    assert result, "raised"
+    return result[0]
+
+
+def test_dramatiq_on_a_frozen_rabbitmq_the_request_gives_up_and_the_relay_pauses_without_spending_attempts(
+    node, consumer
+):
+    dramatiq_side = DramatiqOnRabbitMQ(node, consumer.name)
+    try:
+        job = dramatiq_side.job
+        node.freeze()
+        try:
+
+            def request() -> None:
+                with airlock.scope(), transaction.atomic():
+                    for number in range(5):
+                        airlock.enqueue(job, number)
+
+            in_a_thread(request)  # a new connection: its handshake times out, the rows stay
+            assert states() == [READY] * 5
+            done = in_a_thread(Relay(databases=["default"]).run_once)
+            assert done.unreachable is not None  # pika's connector timeout, not a failure of the row
+            assert (done.sent, done.failed) == (0, 0)
+            assert set(attempts()) == {0}
+        finally:
+            node.thaw()
+        assert drain(Relay(databases=["default"])) == 5
+        counts = dramatiq_side.consume(5)
+        assert set(counts) == intent_ids()
+        assert counts.most_common(1)[0][1] == 1
+    finally:
+        dramatiq_side.close()
+
+
+def test_dramatiq_intents_committed_while_rabbitmq_is_stopped_are_all_delivered_once(node, consumer):
+    dramatiq_side = DramatiqOnRabbitMQ(node, consumer.name)
+    try:
+        job = dramatiq_side.job
+        node.stop()
+        try:
+            for batch in range(4):
+                with airlock.scope(), transaction.atomic():
+                    for number in range(DRAMATIQ_COUNT // 4):
+                        airlock.enqueue(job, batch * (DRAMATIQ_COUNT // 4) + number)
+            assert states() == [READY] * DRAMATIQ_COUNT
+            relay = Relay(databases=["default"])
+            done = relay.run_once()
+            assert done.unreachable is not None
+            assert (done.sent, done.failed) == (0, 0)
+            assert set(attempts()) == {0}
+        finally:
+            node.start()
+        assert drain(relay) == DRAMATIQ_COUNT
+        assert set(attempts()) == {0}
+        counts = dramatiq_side.consume(DRAMATIQ_COUNT)
+        assert set(counts) == intent_ids()
+        assert counts.most_common(1)[0][1] == 1
+    finally:
+        dramatiq_side.close()

@@ -90,6 +90,13 @@ class CeleryCarrier(Carrier):
 class DramatiqCarrier(Carrier):
     key = "dramatiq"
 
+    def __init__(self) -> None:
+        from airlock.integrations.executors import _deadline
+        from airlock.integrations.executors.dramatiq import _bound
+
+        self._bound = _bound
+        self._deadline = _deadline
+
     def name_of(self, task: Any) -> str:
         name = getattr(task, "actor_name", None)
         broker = getattr(task, "broker", None)
@@ -106,6 +113,9 @@ class DramatiqCarrier(Carrier):
             raise LookupError(f"the Dramatiq broker has no actor named {name!r}") from error
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        # The executor's timeouts (pika's are 15 s per connection step, and
+        # several attempts): the outbox sends past the executor, not through it.
+        self._bound(task.broker, self._deadline.timeout_for(self._deadline.DEFAULT_PUBLISH_TIMEOUT))
         options = dict(options)
         delay = options.pop("delay", None)
         message = task.message_with_options(args=tuple(args), kwargs=kwargs, **options).copy(message_id=intent_id)
@@ -256,6 +266,9 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         ("redis.exceptions", "TimeoutError"),
         ("dramatiq.errors", "BrokerConnectionError"),
         ("amqp.exceptions", "ConnectionError"),
+        ("pika.exceptions", "AMQPConnectionError"),
+        # a step of connecting timed out (a frozen RabbitMQ); pika raises it bare
+        ("pika.adapters.utils.connection_workflow", "AMQPConnectorException"),
     ):
         with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(__import__(module, fromlist=[name]), name))
