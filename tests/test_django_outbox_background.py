@@ -66,6 +66,8 @@ class Gate(Carrier):
     def __init__(self) -> None:
         self.open = threading.Event()
         self.sent: list[tuple[Any, str]] = []
+        self.depths: list[int] = []  # the publisher's depth at each send
+        self.entered = threading.Event()  # a send is waiting at the gate
 
     def name_of(self, task: Any) -> str:
         return f"gate.{task.__name__}"
@@ -74,8 +76,11 @@ class Gate(Carrier):
         return job
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        self.entered.set()
         assert self.open.wait(10), "the test never opened the gate"
         self.sent.append((args[0], threading.current_thread().name))
+        publisher = background_publisher()
+        self.depths.append(-1 if publisher is None else publisher.depth)
         return intent_id
 
 
@@ -137,6 +142,19 @@ def test_many_scopes_from_many_threads_each_keep_their_order():
         seen[(worker, round_)].append(number)
     assert all(numbers == [0, 1, 2, 3] for numbers in seen.values())  # one scope's rows in enqueue order
     assert states() == [SENT] * 80
+
+
+def test_a_run_takes_whole_scopes_up_to_batch_size_rows(gate):
+    configure_outbox({"BATCH_SIZE": 2})
+    for number in range(4):  # the first is taken at once and waits at the gate; the others queue
+        with airlock.scope(executor=gate_executor), transaction.atomic():
+            airlock.enqueue(job, number)
+        assert gate.entered.wait(10)
+    gate.open.set()
+    settle()
+    assert [value for value, _ in gate.sent] == [0, 1, 2, 3]
+    # Runs: [0], then [1, 2] (two rows, while 3 waits: depth 3), then [3].
+    assert gate.depths == [4, 3, 3, 1]
 
 
 def test_a_full_hand_off_publishes_inline_and_says_so(gate):

@@ -9,8 +9,9 @@ drop the rare duplicate.
 
 - **Order.** The thread takes batches in the order they were handed over, and
   one scope's rows are one batch, so they go out in enqueue order.
-- **Batching.** Everything waiting is published in one run, over one
-  connection per carrier, and marked ``sent`` in one ``UPDATE`` per database.
+- **Batching.** What is waiting is published in runs of up to ``BATCH_SIZE``
+  rows, each over one connection per carrier, and marked ``sent`` in one
+  ``UPDATE`` per database.
 - **Bounded.** At most ``HANDOFF_LIMIT`` rows wait. A batch that does not fit
   is refused, and the caller publishes it inline (``handoff_full`` says so).
 - **Forks.** A publisher belongs to the process that started it: a child
@@ -180,9 +181,16 @@ class Publisher:
                     self._ready.wait()
                 if self._closed:
                     return
-                batches = list(self._batches)
-                self._batches.clear()
-                self._in_hand, self._queued = self._queued, 0
+                # A run takes up to BATCH_SIZE rows (at least one batch), so that its
+                # FAST_PATH_DEADLINE only ever cuts short a broker that is slow, not a long queue.
+                batches: list[Batch] = []
+                rows, most = 0, outbox_options()["BATCH_SIZE"]
+                while self._batches and (not batches or rows + len(self._batches[0].messages) <= most):
+                    batch = self._batches.popleft()
+                    batches.append(batch)
+                    rows += len(batch.messages)
+                self._queued -= rows
+                self._in_hand = rows
             try:
                 self._publish(batches)
             except Exception:  # the rows are ready in the database: the relay has them
