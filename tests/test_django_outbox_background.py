@@ -393,3 +393,28 @@ def _points(reader: Any) -> dict[str, list[Any]]:
             for metric in scope_metrics.metrics:
                 points.setdefault(metric.name, []).extend(metric.data.data_points)
     return points
+
+
+def test_a_publisher_whose_database_connection_died_reconnects_and_leaves_what_it_could_not_mark(caplog):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("terminates the publisher's own PostgreSQL session")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "first")
+    settle()
+    with connection.cursor() as cursor:  # the publisher's session on the test database, and only that
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall() == [(True,)]
+    with caplog.at_level("ERROR", "airlock.integrations.django.outbox"):
+        with airlock.scope(), transaction.atomic():
+            airlock.enqueue(memory_record, "unmarked")
+        settle()
+    assert any("could not be marked sent" in message for message in caplog.messages)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "after")
+    assert states() == [SENT, READY, SENT]  # published, but left ready: the relay sends it again
+    assert [args for _, args, _ in memory_messages()] == [["first"], ["unmarked"], ["after"]]

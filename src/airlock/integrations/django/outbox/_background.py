@@ -200,8 +200,8 @@ class Publisher:
                     self._in_hand = 0
                     idle = not self._batches
                     self._ready.notify_all()
-                if idle:  # as Django does after a request: CONN_MAX_AGE decides what stays open
-                    _close_obsolete({batch.using for batch in batches})
+                if idle:
+                    _drop_broken({batch.using for batch in batches})
 
     def _publish(self, batches: list[Batch]) -> None:
         options = outbox_options()
@@ -213,7 +213,6 @@ class Publisher:
             for batch in batches:
                 release(batch.using, [message.intent_id for message in batch.messages])
             return
-        _close_obsolete({batch.using for batch in batches})
         started = monotonic()
         messages = [message for batch in batches for message in batch.messages]
         senders = {id(message): batch.scope for batch in batches for message in batch.messages}
@@ -233,10 +232,21 @@ class Publisher:
             self._report(batch.scope, part, started)
 
 
-def _close_obsolete(aliases: set[str]) -> None:
+def _drop_broken(aliases: set[str]) -> None:
+    """Close this thread's connections that saw an error and no longer work; keep the rest open.
+
+    The publisher is one long-lived thread, so it keeps its connection as a
+    persistent one (``CONN_MAX_AGE`` is about request threads): reconnecting for
+    every commit would put a connection set-up between each commit and its publish.
+    """
     for using in aliases:
+        connection = connections[using]
         with contextlib.suppress(Exception):
-            connections[using].close_if_unusable_or_obsolete()
+            if connection.connection is not None and connection.errors_occurred:
+                if connection.is_usable():
+                    connection.errors_occurred = False
+                else:
+                    connection.close()
 
 
 def _part_of(outcome: Outcome, batch: Batch) -> Outcome:
