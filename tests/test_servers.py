@@ -1,0 +1,248 @@
+"""Publishing from every process model, each with a real server, worker or command.
+
+The served project is ``tests/servers/`` (one request: a row committed in a
+transaction, five Celery tasks through airlock with the outbox on). Each test
+runs it the way a user does, on a PostgreSQL database and a Redis of the
+module's own, with a real Celery worker consuming the tasks: it counts every
+delivery of every task id in Redis, and each run after dropping duplicates with
+``first_delivery``. Every test then asserts that each committed task was
+delivered, once per id (at-least-once: where a kill can duplicate, the consumer's
+dedupe runs it once, and the test says so).
+
+Each test runs for the outbox's ``FAST_PATH`` modes ``inline`` (publish before the
+response) and ``background`` (a publisher thread per process; until it exists the
+mode publishes inline, so these tests hold either way).
+
+Needs gunicorn, uvicorn and gevent (the ``test`` dependency group): skipped
+without them, failed under CI=true.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import IN_CI, require_service
+from tests.faults import OwnRedis
+from tests.servers.harness import (
+    Processes,
+    Server,
+    barrier,
+    counted,
+    database,
+    environment,
+    get,
+    get_many,
+    new_token,
+    outbox_rows,
+    wait_for_deliveries,
+)
+from tests.servers.keys import delivered_key
+
+_missing = [name for name in ("gunicorn", "uvicorn", "gevent") if importlib.util.find_spec(name) is None]
+if _missing:
+    _reason = f"{', '.join(_missing)} not installed (pip install --group test); the process-model tests need them"
+    if IN_CI:
+        raise RuntimeError(f"CI=true and {_reason}")
+    pytest.skip(_reason, allow_module_level=True)
+
+MODES = ("inline", "background")
+QUEUE = "airlock-servers"
+REQUESTS = 12
+TASKS = 5
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[str]:
+    require_service("postgres")
+    with database() as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[OwnRedis]:
+    with OwnRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def consumer(db: str, broker: OwnRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real Celery worker (solo pool: in order, which the duplicate barrier relies on)."""
+    with Processes(tmp_path_factory.mktemp("consumer")) as processes:
+        yield processes.worker(environment(db, broker.url, QUEUE, "inline"), QUEUE)
+
+
+@pytest.fixture
+def processes(tmp_path: Path, consumer: Server) -> Iterator[Processes]:
+    with Processes(tmp_path) as started:
+        yield started
+
+
+def env(db: str, broker: OwnRedis, mode: str, **outbox: Any) -> dict[str, str]:
+    return environment(db, broker.url, QUEUE, mode, AIRLOCK_SERVERS_OUTBOX=json.dumps(outbox))
+
+
+def urls(server: Server, token: str, path: str = "/order/", count: int = REQUESTS) -> list[str]:
+    return [f"{server.url}{path}?token={token}"] * count
+
+
+def relay_once(processes: Processes, db: str, broker: OwnRedis) -> str:
+    done = processes.command(env(db, broker, "inline"), "airlock_relay", "--once")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def assert_each_ran_once(db: str, broker: OwnRedis, token: str, committed: int, *, duplicates_allowed: bool = False):
+    """Every committed task delivered; each id ran once; and, unless a kill could duplicate, delivered once."""
+    rows = outbox_rows(db, token)
+    assert len(rows) == committed, f"{len(rows)} outbox rows for {committed} committed tasks"
+    wait_for_deliveries(broker.url, token, set(rows))
+    barrier(broker.url, QUEUE)
+    delivered = counted(broker.url, delivered_key(token))
+    assert set(delivered) == set(rows), "a task id was delivered that no committed row has"
+    from tests.servers.keys import ran_key
+
+    ran = counted(broker.url, ran_key(token))
+    assert ran == dict.fromkeys(rows, 1)
+    twice = {task_id: n for task_id, n in delivered.items() if n > 1}
+    if not duplicates_allowed:
+        assert not twice, f"delivered more than once: {twice}"
+    states = collections.Counter(outbox_rows(db, token).values())
+    assert states == {"sent": committed}, states
+    return twice
+
+
+def states(db: str, token: str) -> collections.Counter[str]:
+    return collections.Counter(outbox_rows(db, token).values())
+
+
+# -- the servers ---------------------------------------------------------------------------
+
+SERVERS = {
+    # kind: (paths requested, the signal that stops it as its operator would)
+    "gunicorn-sync": (["/order/"], signal.SIGTERM),
+    "gunicorn-gthread": (["/order/"], signal.SIGTERM),
+    "gunicorn-gevent": (["/order/"], signal.SIGTERM),
+    "uvicorn": (["/order/async/", "/order/"], signal.SIGTERM),
+    "runserver": (["/order/"], signal.SIGINT),  # Ctrl-C; runserver has no SIGTERM handler of its own
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", list(SERVERS))
+def test_a_server_delivers_every_committed_task_once_and_leaves_nothing_at_a_clean_exit(
+    kind, mode, db, broker, processes
+):
+    paths, stop = SERVERS[kind]
+    token = new_token()
+    server = processes.serve(kind, env(db, broker, mode))
+    requests = [url for path in paths for url in urls(server, token, path, REQUESTS // len(paths))]
+    assert get_many(requests) == [b"ok"] * len(requests)
+    server.signal(stop)
+    server.wait()
+    # A healthy broker and a clean exit: everything went out from the server itself.
+    assert states(db, token) == {"sent": len(requests) * TASKS}, server.log()[-3000:]
+    assert_each_ran_once(db, broker, token, len(requests) * TASKS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_management_command_sends_its_tasks_before_it_exits(mode, db, broker, processes):
+    token = new_token()
+    done = processes.command(env(db, broker, mode), "servers_enqueue", token, "--count", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert states(db, token) == {"sent": 4 * TASKS}, done.stderr[-3000:]
+    assert_each_ran_once(db, broker, token, 4 * TASKS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker(mode, db, broker, processes):
+    from celery import Celery
+
+    token, queue = new_token(), f"{QUEUE}-fanout"
+    worker = processes.worker(env(db, broker, mode), queue, pool="prefork", concurrency=2)
+    app = Celery("airlock_servers_fanout", broker=broker.url, set_as_current=False)
+    app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+    try:
+        for _ in range(4):
+            app.send_task("servers.fanout", args=(token, TASKS), queue=queue)
+    finally:
+        app.close()
+    deadline = time.monotonic() + 30
+    while sum(states(db, token).values()) < 4 * TASKS:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.05)
+    assert_each_ran_once(db, broker, token, 4 * TASKS)
+    worker.signal(signal.SIGTERM)  # warm shutdown
+    worker.wait()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_preload_forks_workers_that_each_publish_with_a_publisher_of_their_own(mode, db, broker, processes):
+    token = new_token()
+    server = processes.serve(
+        "gunicorn-sync", {**env(db, broker, mode), "AIRLOCK_SERVERS_WARM": "1"}, workers=2, preload=True
+    )
+    answers = [json.loads(body) for body in get_many(urls(server, token, "/publisher/", 24), concurrency=6)]
+    by_pid = {answer["pid"]: answer for answer in answers}
+    assert len(by_pid) == 2, f"both workers should have answered: {sorted(by_pid)}"
+    assert server.process.pid not in by_pid
+    publishers = [answer for answer in by_pid.values() if answer["publisher"] is not None]
+    if mode == "background" and publishers:
+        threads = [thread for answer in publishers for thread in answer["threads"]]
+        assert threads and all(thread["alive"] for thread in threads), threads
+        native = [thread["native_id"] for thread in threads]
+        assert len(set(native)) == len(native), f"two workers share a publisher thread: {threads}"
+    server.signal(signal.SIGTERM)
+    server.wait()
+    assert_each_ran_once(db, broker, token, len(answers) * TASKS)
+    # The master's own hand-off, before it forked, went out too.
+    assert "sent" in states(db, "warm-up")
+
+
+# -- signals and kills -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_relay(mode, db, broker, processes):
+    token = new_token()
+    from airlock.integrations.django.outbox._options import DEFAULTS
+
+    drain = {"DRAIN_TIMEOUT": 1.0} if "DRAIN_TIMEOUT" in DEFAULTS else {}
+    server = processes.serve("gunicorn-sync", env(db, broker, mode, FAST_PATH_DEADLINE=0.5, **drain))
+    get(server.url + "/ping/")
+    broker.freeze()
+    try:
+        assert get_many(urls(server, token, count=6)) == [b"ok"] * 6
+        server.signal(signal.SIGTERM)
+        server.wait()
+    finally:
+        broker.thaw()
+    left = states(db, token)
+    assert sum(left.values()) == 6 * TASKS
+    assert set(left) <= {"ready", "sent"}, left
+    relay_once(processes, db, broker)
+    # Writes sent into the frozen broker's socket before the exit reach it once it
+    # thaws, unacknowledged: the relay sends those rows again, and the consumer drops them.
+    assert_each_ran_once(db, broker, token, 6 * TASKS, duplicates_allowed=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_of_the_workers_right_after_their_responses_loses_nothing(mode, db, broker, processes):
+    token = new_token()
+    server = processes.serve("gunicorn-sync", env(db, broker, mode), workers=2)
+    assert get_many(urls(server, token, count=16)) == [b"ok"] * 16
+    workers = server.children()
+    assert len(workers) == 2, workers
+    server.kill()  # SIGKILL to the master and both workers at once
+    left = states(db, token)
+    assert sum(left.values()) == 16 * TASKS
+    relay_once(processes, db, broker)
+    assert_each_ran_once(db, broker, token, 16 * TASKS, duplicates_allowed=True)
