@@ -6,6 +6,7 @@
 - ``AIRLOCK_SERVERS_MODE``: ``plain`` (a ``DjangoScope``, no outbox), or the outbox's
   ``FAST_PATH``: ``background``, ``inline`` or ``off``.
 - ``AIRLOCK_SERVERS_OUTBOX``: JSON of further outbox options (``DRAIN_TIMEOUT``, ...).
+- ``AIRLOCK_SERVERS_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (default 0).
 - ``AIRLOCK_SERVERS_KEYPREFIX``: a prefix for every Redis key Celery writes (the bench
   publishes to the shared Redis, under a prefix of its own that it deletes afterwards).
 """
@@ -30,6 +31,8 @@ DATABASES = {
         "USER": os.environ.get("PGUSER", "postgres"),
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
         "NAME": os.environ.get("AIRLOCK_SERVERS_DB", "airlock_servers"),
+        # The bench keeps connections, as a production server does; the tests open one per request.
+        "CONN_MAX_AGE": int(os.environ.get("AIRLOCK_SERVERS_CONN_MAX_AGE", "0")),
     }
 }
 
