@@ -162,8 +162,7 @@ def _load(db: str, prefix: str, queue: str, variant: str, seconds: int, connecti
             row[0]
             for row in psql(
                 db,
-                "SELECT sent_at - created_at FROM airlock_outbox WHERE payload LIKE %s AND state = 'sent' "
-                "ORDER BY 1",
+                "SELECT sent_at - created_at FROM airlock_outbox WHERE payload LIKE %s AND state = 'sent' ORDER BY 1",
                 [f'[["{token}",%'],
             )
         ]
@@ -178,7 +177,9 @@ def _queued(prefix: str, queue: str) -> int:
 
     client = redis.Redis.from_url(REDIS)
     try:
-        return sum(int(client.llen(f"{prefix}{queue}{suffix}")) for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"))
+        # kombu keeps one list per priority step: the queue's name, then three suffixed ones.
+        suffixes = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+        return sum(int(client.llen(f"{prefix}{queue}{suffix}")) for suffix in suffixes)
     finally:
         client.close()
 
@@ -237,7 +238,8 @@ def run(quick: bool = False) -> list[Figure]:
         Figure("(a) airlock DjangoScope, 5 tasks, vs no tasks", best["plain"] / none, "-", None,
                f"{best['plain'] * ms:.2f} ms"),
         Figure("(a) outbox inline vs plain airlock", best["inline"] / best["plain"], "<= 1.15x",
-               best["inline"] / best["plain"] <= 1.15, f"{best['inline'] * ms:.2f} ms; {best['inline'] / none:.2f}x no tasks"),
+               best["inline"] / best["plain"] <= 1.15,
+               f"{best['inline'] * ms:.2f} ms; {best['inline'] / none:.2f}x no tasks"),
         Figure("(a) outbox background vs no tasks", best["background"] / none, "<= 2.0x",
                best["background"] / none <= 2.0, f"{best['background'] * ms:.2f} ms{background_note}"),
         Figure("(a) Celery delay_on_commit vs no tasks", best["delay_on_commit"] / none, "-", None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -39,7 +40,6 @@ from tests.servers.harness import (
     counted,
     database,
     environment,
-    get,
     get_many,
     new_token,
     outbox_rows,
@@ -210,17 +210,22 @@ def test_preload_forks_workers_that_each_publish_with_a_publisher_of_their_own(m
 # -- signals and kills -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("target", ["master", "workers"])
 @pytest.mark.parametrize("mode", MODES)
-def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_relay(mode, db, broker, processes):
-    token = new_token()
+def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_relay(mode, target, db, broker, processes):
     from airlock.integrations.django.outbox._options import DEFAULTS
 
+    token = new_token()
     drain = {"DRAIN_TIMEOUT": 1.0} if "DRAIN_TIMEOUT" in DEFAULTS else {}
     server = processes.serve("gunicorn-sync", env(db, broker, mode, FAST_PATH_DEADLINE=0.5, **drain))
-    get(server.url + "/ping/")
     broker.freeze()
     try:
         assert get_many(urls(server, token, count=6)) == [b"ok"] * 6
+        if target == "workers":  # gunicorn replaces each one; the old ones exit as at any SIGTERM
+            workers = server.children()
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+            wait_gone(workers)
         server.signal(signal.SIGTERM)
         server.wait()
     finally:
@@ -232,6 +237,20 @@ def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_rela
     # Writes sent into the frozen broker's socket before the exit reach it once it
     # thaws, unacknowledged: the relay sends those rows again, and the consumer drops them.
     assert_each_ran_once(db, broker, token, 6 * TASKS, duplicates_allowed=True)
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"{pids} did not exit"
+        time.sleep(0.05)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "State:\tZ"
 
 
 @pytest.mark.parametrize("mode", MODES)

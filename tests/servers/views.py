@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 import airlock
@@ -87,3 +87,5 @@ def warm() -> None:
     """Hand one intent to the publisher at import (a ``--preload`` master then has a live one)."""
     with airlock.scope():
         _commit("warm-up", 1)
+    # A database connection opened before a fork must not be shared by the children.
+    connections.close_all()
