@@ -217,7 +217,8 @@ def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_rela
 
     token = new_token()
     drain = {"DRAIN_TIMEOUT": 1.0} if "DRAIN_TIMEOUT" in DEFAULTS else {}
-    server = processes.serve("gunicorn-sync", env(db, broker, mode, FAST_PATH_DEADLINE=0.5, **drain))
+    hung = {**env(db, broker, mode, FAST_PATH_DEADLINE=0.5, **drain), "AIRLOCK_SERVERS_SOCKET_TIMEOUT": "0.5"}
+    server = processes.serve("gunicorn-sync", hung)
     broker.freeze()
     try:
         assert get_many(urls(server, token, count=6)) == [b"ok"] * 6

@@ -9,6 +9,7 @@ worker is a process model of its own.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -34,7 +35,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # No publish-side reconnect loop (docs/reliability.md): a frozen broker times out.
     broker_transport_options={
-        "socket_timeout": 2.0,
+        "socket_timeout": float(os.environ.get("AIRLOCK_SERVERS_SOCKET_TIMEOUT", "2.0")),
         "socket_connect_timeout": 1.0,
         "max_retries": 0,
         **({"global_keyprefix": settings.KEYPREFIX} if settings.KEYPREFIX else {}),
