@@ -124,6 +124,11 @@ def states(db: str, token: str) -> collections.Counter[str]:
     return collections.Counter(outbox_rows(db, token).values())
 
 
+def observed(what: str, left: collections.Counter[str]) -> None:
+    """What a process left at its exit, for ``pytest -rP`` (docs/reliability.md quotes it)."""
+    print(f"{what}: at exit {dict(left)}")
+
+
 # -- the servers ---------------------------------------------------------------------------
 
 SERVERS = {
@@ -148,6 +153,7 @@ def test_a_server_delivers_every_committed_task_once_and_leaves_nothing_at_a_cle
     assert get_many(requests) == [b"ok"] * len(requests)
     server.signal(stop)
     server.wait()
+    observed(f"{kind} {mode}, {signal.Signals(stop).name} right after the responses", states(db, token))
     # A healthy broker and a clean exit: everything went out from the server itself.
     assert states(db, token) == {"sent": len(requests) * TASKS}, server.log()[-3000:]
     assert_each_ran_once(db, broker, token, len(requests) * TASKS)
@@ -163,7 +169,9 @@ def test_a_management_command_sends_its_tasks_before_it_exits(mode, db, broker, 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker(mode, db, broker, processes):
+def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_stops_at_once(
+    mode, db, broker, processes
+):
     from celery import Celery
 
     token, queue = new_token(), f"{QUEUE}-fanout"
@@ -176,12 +184,16 @@ def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker(mode, db, broke
     finally:
         app.close()
     deadline = time.monotonic() + 30
-    while sum(states(db, token).values()) < 4 * TASKS:
+    while sum(states(db, token).values()) < 4 * TASKS:  # every fan-out committed its follow-ups
         assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.05)
-    assert_each_ran_once(db, broker, token, 4 * TASKS)
-    worker.signal(signal.SIGTERM)  # warm shutdown
+        time.sleep(0.01)
+    worker.signal(signal.SIGTERM)  # warm shutdown, at once
     worker.wait()
+    left = states(db, token)
+    observed(f"celery prefork {mode}, SIGTERM right after the runs", left)
+    assert set(left) <= {"ready", "sent"}, left
+    relay_once(processes, db, broker)  # what the worker did not publish before it exited
+    assert_each_ran_once(db, broker, token, 4 * TASKS, duplicates_allowed=mode == "background")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -232,6 +244,7 @@ def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_rela
     finally:
         broker.thaw()
     left = states(db, token)
+    observed(f"gunicorn sync {mode}, broker hung, SIGTERM to the {target}", left)
     assert sum(left.values()) == 6 * TASKS
     assert set(left) <= {"ready", "sent"}, left
     relay_once(processes, db, broker)
@@ -263,6 +276,7 @@ def test_sigkill_of_the_workers_right_after_their_responses_loses_nothing(mode, 
     assert len(workers) == 2, workers
     server.kill()  # SIGKILL to the master and both workers at once
     left = states(db, token)
+    observed(f"gunicorn sync {mode}, SIGKILL right after the responses", left)
     assert sum(left.values()) == 16 * TASKS
     relay_once(processes, db, broker)
     assert_each_ran_once(db, broker, token, 16 * TASKS, duplicates_allowed=True)
