@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from airlock.integrations.django.outbox._options import DEFAULTS
 from tests.conftest import IN_CI, require_service
 from tests.faults import OwnRedis
 from tests.servers.harness import (
@@ -159,13 +160,30 @@ def test_a_server_delivers_every_committed_task_once_and_leaves_nothing_at_a_cle
     assert_each_ran_once(db, broker, token, len(requests) * TASKS)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "off"])
 def test_a_management_command_sends_its_tasks_before_it_exits(mode, db, broker, processes):
     token = new_token()
     done = processes.command(env(db, broker, mode), "servers_enqueue", token, "--count", "4")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert states(db, token) == {"sent": 4 * TASKS}, done.stderr[-3000:]
+    left = states(db, token)
+    observed(f"management command {mode}, normal exit", left)
+    if mode == "off":  # everything is the relay's
+        assert left == {"ready": 4 * TASKS}
+        relay_once(processes, db, broker)
+    else:
+        assert left == {"sent": 4 * TASKS}, done.stderr[-3000:]
     assert_each_ran_once(db, broker, token, 4 * TASKS)
+
+
+@pytest.mark.skipif("HANDOFF_LIMIT" not in DEFAULTS, reason="the outbox has no background hand-off yet")
+def test_a_full_hand_off_queue_publishes_inline_and_still_delivers_each_task_once(db, broker, processes):
+    token = new_token()
+    server = processes.serve("gunicorn-gthread", env(db, broker, "background", HANDOFF_LIMIT=1))
+    assert get_many(urls(server, token, count=24), concurrency=8) == [b"ok"] * 24
+    server.signal(signal.SIGTERM)
+    server.wait()
+    assert states(db, token) == {"sent": 24 * TASKS}, server.log()[-3000:]
+    assert_each_ran_once(db, broker, token, 24 * TASKS)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -225,8 +243,6 @@ def test_preload_forks_workers_that_each_publish_with_a_publisher_of_their_own(m
 @pytest.mark.parametrize("target", ["master", "workers"])
 @pytest.mark.parametrize("mode", MODES)
 def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_relay(mode, target, db, broker, processes):
-    from airlock.integrations.django.outbox._options import DEFAULTS
-
     token = new_token()
     drain = {"DRAIN_TIMEOUT": 1.0} if "DRAIN_TIMEOUT" in DEFAULTS else {}
     hung = {**env(db, broker, mode, FAST_PATH_DEADLINE=0.5, **drain), "AIRLOCK_SERVERS_SOCKET_TIMEOUT": "0.5"}
