@@ -2,14 +2,14 @@
 
 A small Django shop on SQLite sends its side effects through a real queue with a
 real consumer: Huey on its SQLite storage by default (no server needed), or
-Celery on the local Redis with ``--celery``. Five scenes, each with airlock's log
-lines and the trace waterfall:
+Celery on the local Redis with ``--celery``. The outbox is on, on the shop's
+SQLite database. Five scenes, each with airlock's log lines and the trace waterfall:
 
 1. a checkout whose effects go out after the commit and run on the consumer;
 2. a failed checkout whose effects are discarded;
 3. an admin dry run (``DropAll``), and a run that blocks only e-mails (``BlockTasks``);
 4. a checkout calling services that open scopes of their own;
-5. the consumer stopped while orders commit, then every order delivered.
+5. the queue unreachable while orders commit, then the relay delivering every order.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run(options: argparse.Namespace, directory: Path) -> None:
         queues.use(backend)
         from demo import web
 
-        web.setup(directory, backend.executor)
+        web.setup(directory, backend.executor, backend.outbox)
         import demo.shop.tasks  # noqa: F401  # declares the tasks before the consumer starts
         from demo.observe import Observer
         from demo.scenes import SCENES, Stage

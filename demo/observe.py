@@ -4,6 +4,9 @@ Both are airlock's own integrations, switched on as an application would:
 ``airlock.integrations.structlog.instrument()`` with structlog configured to
 render ``key=value`` lines, and ``AirlockInstrumentor`` on an OpenTelemetry SDK
 tracer provider whose spans are kept in memory and drawn by ``print_waterfall``.
+The outbox's fast path and relay log on the stdlib logger
+``airlock.integrations.django.outbox``; a handler turns those records into
+structlog lines too, so they show among the others (and not on stderr).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, TextIO, cast
 
 import structlog
@@ -23,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import airlock.integrations.structlog
 from airlock.integrations.opentelemetry import AirlockInstrumentor
 
-__all__ = ["Observer"]
+__all__ = ["Observer", "place"]
 
 
 class _Lines:
@@ -46,6 +50,9 @@ class _Lines:
         return lines
 
 
+# Where a line is written, when it is neither a request ("web") nor a task run ("consumer").
+place: ContextVar[str | None] = ContextVar("demo.observe.place", default=None)
+
 # Left out of the lines shown, to keep them short: the scope's start (debug) and unique ids.
 _HIDDEN_EVENTS = {"airlock.scope.entered"}
 _HIDDEN_KEYS = ("intent_id", "message_id")
@@ -59,11 +66,26 @@ def _add_context(logger: Any, method: str, event: MutableMapping[str, Any]) -> M
         event.pop(key, None)
     for key in [key for key, value in event.items() if value is None]:
         del event[key]
-    event["in"] = "web" if threading.current_thread() is threading.main_thread() else "consumer"
+    event["in"] = place.get() or ("web" if threading.current_thread() is threading.main_thread() else "consumer")
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event["trace"] = format(context.trace_id, "032x")[:8]
     return event
+
+
+class _ToStructlog(logging.Handler):
+    """The outbox's own log records (the fast path, the relay) as structlog lines among the others."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.log = structlog.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.log(record.levelno, record.getMessage(), logger=record.name)
+
+
+# The stdlib loggers whose records the demo shows: the outbox logs its fast path and relay there.
+_STDLIB_LOGGERS = ("airlock.integrations.django.outbox",)
 
 
 class Observer:
@@ -82,6 +104,12 @@ class Observer:
             cache_logger_on_first_use=True,
         )
         airlock.integrations.structlog.instrument()
+        self.bridge = _ToStructlog()
+        for name in _STDLIB_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.addHandler(self.bridge)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
         self.exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
@@ -95,5 +123,9 @@ class Observer:
         return self.lines.take(), spans
 
     def close(self) -> None:
+        for name in _STDLIB_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.removeHandler(self.bridge)
+            logger.propagate = True
         AirlockInstrumentor().uninstrument()
         airlock.integrations.structlog.uninstrument()

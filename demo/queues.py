@@ -8,6 +8,11 @@ Each backend is a real queue with a real consumer, started in this process:
   follow-ups go out only once it has succeeded. airlock sends through ``huey_executor``.
 - ``CeleryBackend`` (``--celery``): the local Redis as the broker and a Celery worker
   in a thread. Tasks use ``AirlockTask`` and airlock sends through ``celery_executor``.
+  Celery reaches Redis through a TCP link of the demo's own (:class:`Link`).
+
+Each can make its broker really unreachable and bring it back (``cut()`` and
+``mend()``, for scene 5): Huey's storage directory is unmounted, Celery's link to
+Redis is cut. The local Redis itself is never stopped: it may be shared.
 
 Both count what reaches the broker (from the queue's own signals: Huey's
 ``SIGNAL_ENQUEUED``, Celery's ``after_task_publish``) and what the consumer has
@@ -16,16 +21,20 @@ finished, so a scene can wait for the consumer to settle and show exact numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Backend", "CeleryBackend", "DemoError", "HueyBackend", "current", "task", "use"]
+__all__ = ["Backend", "CeleryBackend", "DemoError", "HueyBackend", "current", "huey", "task", "use"]
 
 SETTLE_SECONDS = 15.0
 
@@ -40,9 +49,11 @@ class Backend:
     name = ""
     description = ""  # for the demo's first line
     where = ""  # the broker's storage, as the scenes name it
+    outage = ""  # how cut() made the broker unreachable, as scene 5 says it
     executor: Callable[[Any], Any]
 
     def __init__(self) -> None:
+        self.outbox: dict[str, Any] = {}  # what the backend adds to AIRLOCK["OUTBOX"]
         self._changed = threading.Condition()
         self.sent = 0  # messages handed to the broker's storage
         self.finished = 0  # task runs the consumer has finished
@@ -61,6 +72,13 @@ class Backend:
 
     def waiting(self) -> int:
         """How many messages sit in the broker's storage, asked of the storage itself."""
+        raise NotImplementedError
+
+    def cut(self) -> None:
+        """Make the broker unreachable for publishing, for real (scene 5); ``mend()`` undoes it."""
+        raise NotImplementedError
+
+    def mend(self) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -93,21 +111,44 @@ class Backend:
                 self._changed.wait(min(left, 0.05))
 
 
+# The Huey instance of this run, for ``AIRLOCK["OUTBOX"]["HUEY"]``: the relay resolves
+# task names through the registries of the instances listed there.
+huey: Any = None
+
+
 class HueyBackend(Backend):
-    """Huey on its SQLite storage, with a real Huey consumer (one worker thread)."""
+    """Huey on its SQLite storage, with a real Huey consumer (one worker thread).
+
+    The storage is a file in a directory of its own, ``queue/``: scene 5 takes the
+    directory away (as when the volume holding it is unmounted), so that the
+    storage really cannot be opened, and puts it back.
+    """
 
     name = "Huey"
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
-        from huey import SqliteHuey, signals
+        global huey
+        from huey import Huey, signals
+        from huey.storage import SqliteStorage
 
         from airlock.integrations.huey import huey_executor
 
+        backend = self
+
+        class CountingStorage(SqliteStorage):  # type: ignore[misc]
+            """Counts a message once the storage has it (Huey's SIGNAL_ENQUEUED fires before it tries)."""
+
+            def enqueue(self, data: bytes, priority: Any = None) -> None:
+                super().enqueue(data, priority)
+                backend._note_sent()
+
         self.executor = huey_executor
-        self.file = directory / "huey.sqlite3"
-        self.huey = SqliteHuey("airlock-demo", filename=str(self.file))
-        self.huey.signal(signals.SIGNAL_ENQUEUED)(lambda signal, task: self._note_sent())
+        self.folder = directory / "queue"
+        self.folder.mkdir()
+        self._away = directory / "queue-unmounted"
+        self.file = self.folder / "huey.sqlite3"
+        self.huey = huey = Huey("airlock-demo", storage_class=CountingStorage, filename=str(self.file))
         finished = (
             signals.SIGNAL_COMPLETE,
             signals.SIGNAL_ERROR,
@@ -119,8 +160,10 @@ class HueyBackend(Backend):
         self.huey.signal(*finished)(lambda signal, task, *args: self._note_finished())
         self.consumer: Any = None
         self.where = "Huey's SQLite storage"
+        self.outbox = {"HUEY": ["demo.queues.huey"]}
         self.description = (
-            f"Huey on its SQLite storage ({self.file.name}, no server) with a Huey consumer in this process"
+            f"Huey on its SQLite storage ({self.folder.name}/{self.file.name}, no server) "
+            "with a Huey consumer in this process"
         )
 
     def declare(self, fn: Callable[..., Any]) -> Any:
@@ -149,9 +192,73 @@ class HueyBackend(Backend):
     def waiting(self) -> int:
         return int(self.huey.pending_count() + self.huey.scheduled_count())
 
+    def cut(self) -> None:
+        self.huey.storage.close()  # its one connection: the next use must open the file again
+        self.folder.rename(self._away)
+        self.outage = f"{self.folder.name}/ (the directory of Huey's SQLite file) is unmounted"
+
+    def mend(self) -> None:
+        self._away.rename(self.folder)
+
     def close(self) -> None:
         self.stop_consumer()
+        if self._away.exists():
+            self.mend()
         self.huey.storage.close()
+
+
+class Link:
+    """A TCP relay of this process between Celery and the Redis it uses, which scene 5 cuts.
+
+    The local Redis may be shared, so the demo never stops it: it cuts its own
+    link to it instead (open connections reset, new ones refused, as when the
+    network to the broker goes down), then restores it on the same port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = 0
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.open()
+
+    def open(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), backlog=64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), name="demo-redis-link", daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+                sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                return  # cut
+            server.settimeout(None)
+            with self._lock:
+                self._sockets |= {client, server}
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
 
 
 class CeleryBackend(Backend):
@@ -183,10 +290,22 @@ class CeleryBackend(Backend):
         # Everything this run puts in Redis lives under one prefix, removed at the end.
         self.prefix = f"airlock-demo-{os.getpid()}:"
         self.queue = "shop"
+        # Celery reaches Redis through a link of the demo's own, which scene 5 cuts.
+        parts = urlsplit(url)
+        self.link = Link(parts.hostname or "127.0.0.1", parts.port or 6379)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"127.0.0.1:{self.link.port}"
+        linked = urlunsplit(parts._replace(netloc=f"{credentials}@{netloc}" if credentials else netloc))
         self.app = Celery("airlock_demo", set_as_current=False)
         self.app.conf.update(
-            broker_url=url,
-            broker_transport_options={"global_keyprefix": self.prefix},
+            broker_url=linked,
+            # Publishing to a broker that is down fails in a second (docs/reliability.md).
+            broker_transport_options={
+                "global_keyprefix": self.prefix,
+                "max_retries": 1,
+                "socket_connect_timeout": 2,
+                "socket_timeout": 5,
+            },
             task_default_queue=self.queue,
             worker_prefetch_multiplier=1,
             worker_hijack_root_logger=False,
@@ -232,6 +351,13 @@ class CeleryBackend(Backend):
         if worker is not None:
             worker.__exit__(None, None, None)
 
+    def cut(self) -> None:
+        self.link.cut()
+        self.outage = "the demo cut its link to Redis (Redis itself, maybe shared, is left alone)"
+
+    def mend(self) -> None:
+        self.link.open()
+
     def waiting(self) -> int:
         # kombu keeps one Redis list per priority step: the queue's name, then suffixed ones.
         name = self.prefix + self.queue
@@ -246,6 +372,7 @@ class CeleryBackend(Backend):
             if keys:
                 self._redis.delete(*keys)
             self._redis.close()
+            self.link.cut()
 
 
 current: Backend | None = None

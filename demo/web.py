@@ -1,8 +1,8 @@
 """The Django side of the demo: settings on a throw-away SQLite file, a tracing middleware, the URLs.
 
 Everything is ordinary Django and airlock configuration: the airlock app reads
-``settings.AIRLOCK`` at start-up, and ``AirlockMiddleware`` gives each request a
-scope that waits for the commit.
+``settings.AIRLOCK`` at start-up (the outbox on, on the same SQLite database),
+and ``AirlockMiddleware`` gives each request a scope that waits for the commit.
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ import django
 from django.conf import settings
 
 
-def setup(directory: Path, executor: Callable[[Any], Any]) -> None:
-    """Configure Django on ``directory/shop.sqlite3`` with airlock sending through ``executor``."""
+def setup(directory: Path, executor: Callable[[Any], Any], outbox: dict[str, Any]) -> None:
+    """Configure Django on ``directory/shop.sqlite3`` with airlock sending through ``executor``.
+
+    The outbox is on (``AIRLOCK["OUTBOX"]``, with ``outbox`` added to its options):
+    every intent is a row of ``airlock_outbox`` in the shop's own database, written
+    in the request's transaction; ``migrate`` below creates its tables.
+    """
     options: dict[str, Any] = {"timeout": 20}
     if django.VERSION >= (5, 1):
         # The web thread and the consumer thread both write: take the write lock at
@@ -38,7 +43,7 @@ def setup(directory: Path, executor: Callable[[Any], Any]) -> None:
         },
         INSTALLED_APPS=["airlock.integrations.django", "demo.shop.apps.ShopConfig"],
         MIDDLEWARE=["demo.web.TracingMiddleware", "airlock.integrations.django.AirlockMiddleware"],
-        AIRLOCK={"EXECUTOR": executor},
+        AIRLOCK={"EXECUTOR": executor, "OUTBOX": dict(outbox)},
         LOGGING_CONFIG=None,
     )
     django.setup()

@@ -7,6 +7,11 @@ environment by :func:`environment`:
 - ``web``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and lets the
   fast path publish them; with ``OUTBOX_TEST_KILL_AFTER=n`` it SIGKILLs itself
   right after the n-th message reached the broker, inside the fast path.
+- ``exit``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and ends at
+  once, with the background publisher still holding them: normally
+  (``atexit``), or with ``OUTBOX_TEST_END=sigterm`` by SIGTERM to itself.
+
+``OUTBOX_TEST_OPTIONS`` (JSON) adds to ``AIRLOCK["OUTBOX"]``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ def _setup() -> Any:
 
     for alias, name in json.loads(os.environ["OUTBOX_TEST_DATABASES"]).items():
         settings.DATABASES[alias]["NAME"] = name
-    settings.AIRLOCK = {"OUTBOX": {"LEASE": float(os.environ.get("OUTBOX_TEST_LEASE", "60")), "POLL": 0.05}}
+    options = {"LEASE": float(os.environ.get("OUTBOX_TEST_LEASE", "60")), "POLL": 0.05}
+    settings.AIRLOCK = {"OUTBOX": {**options, **json.loads(os.environ.get("OUTBOX_TEST_OPTIONS", "{}"))}}
     django.setup()
     from tests.outbox_support import make_app
 
@@ -79,5 +85,23 @@ def web() -> None:
     print(f"published {published[0]}", flush=True)
 
 
+def exit() -> None:
+    _, record = _setup()
+    from django.db import transaction
+
+    import airlock
+    from airlock.integrations.django.outbox import OutboxScope, background_publisher
+    from airlock.integrations.executors.celery import celery_executor
+
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    with airlock.scope(), transaction.atomic():
+        for number in range(int(os.environ["OUTBOX_TEST_COUNT"])):
+            airlock.enqueue(record, number)
+    publisher = background_publisher()
+    print(f"handed {0 if publisher is None else publisher.depth}", flush=True)
+    if os.environ.get("OUTBOX_TEST_END") == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 if __name__ == "__main__":
-    {"relay": relay, "web": web}[sys.argv[1]]()
+    {"relay": relay, "web": web, "exit": exit}[sys.argv[1]]()

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from airlock.integrations.django.outbox import OutboxMessage, deduplicate
+from airlock.integrations.django.outbox import OutboxMessage, background_publisher, deduplicate
 
 MEMORY_QUEUE = "airlock-outbox-test"
 
@@ -58,8 +58,16 @@ def memory_other(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def settle(timeout: float = 10.0) -> None:
+    """Wait until this process's background publisher has published what it was handed."""
+    publisher = background_publisher()
+    if publisher is not None:
+        assert publisher.drain(timeout), f"{publisher!r} did not drain in {timeout}s"
+
+
 def memory_messages(queue: str = MEMORY_QUEUE) -> list[tuple[str, list[Any], dict[str, Any]]]:
     """Take every message waiting in the in-memory broker: ``(task_id, args, kwargs)``."""
+    settle()
     found = []
     with memory_app.connection_for_write() as connection:
         simple = connection.SimpleQueue(queue, no_ack=True)
@@ -77,7 +85,8 @@ def memory_messages(queue: str = MEMORY_QUEUE) -> list[tuple[str, list[Any], dic
 
 
 def rows(using: str = "default") -> list[tuple[str, str, str]]:
-    """``(intent_id, task, state)`` of every outbox row, in write order."""
+    """``(intent_id, task, state)`` of every outbox row, in write order (once the publisher settled)."""
+    settle()
     return list(OutboxMessage.objects.using(using).order_by("id").values_list("intent_id", "task", "state"))
 
 

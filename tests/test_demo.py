@@ -2,12 +2,14 @@
 
 The demo runs once per queue in a subprocess (it configures Django for itself),
 keeping its SQLite files in a directory of the test's. The scenes' outcomes are
-read back from those files (the shop's rows written by the consumer, what is
-left in Huey's storage) and, where only the output can tell, from the output.
+read back from those files (the shop's rows written by the consumer, the outbox
+table next to them, what is left in Huey's storage) and, where only the output
+can tell, from the output.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import sqlite3
@@ -21,7 +23,8 @@ import pytest
 from tests.conftest import require_service
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKLOG = 6  # demo/scenes.py: orders placed while the consumer is stopped
+BACKLOG = 6  # demo/scenes.py: orders placed while the queue is unreachable
+LEASE = 60.0  # the relay's default lease: a row it claimed has available_at pushed this far
 
 
 @dataclass
@@ -41,6 +44,20 @@ class Run:
     def deliveries(self, order_id: int) -> list[tuple[str, str, str]]:
         rows = self.rows('select task, found, "where" from shop_delivery where order_id = ? order by id', order_id)
         return [(str(task), str(found), str(where)) for task, found, where in rows]
+
+    def outbox(self, task: str) -> list[tuple[int, str, float, float, int]]:
+        """The outbox rows of ``task``: ``(order id, state, created_at, available_at, attempts)``."""
+        rows = self.rows(
+            "select payload, state, created_at, available_at, attempts from airlock_outbox "
+            "where task = ? or task like ? order by id",
+            task,
+            f"%.{task}",  # Huey registers tasks as module.name
+        )
+        found = []
+        for payload, state, created, available, attempts in rows:
+            args = json.loads(str(payload))[0]
+            found.append((int(args[0]) if args else 0, str(state), float(created), float(available), int(attempts)))  # type: ignore[arg-type]
+        return found
 
     def scene(self, number: int) -> str:
         """The output of one scene, up to the next."""
@@ -71,18 +88,14 @@ def test_the_checkout_is_delivered_after_the_commit_and_the_consumer_finds_the_o
         ("send_confirmation", found, "consumer"),
         ("notify_warehouse", found, "consumer"),  # the follow-up, sent by the first run's scope
     ]
-    lines = run.scene(1).splitlines()
-
-    def offset(label: str) -> float:
-        line = next(line for line in lines if label in line and " ms " in line)
-        return float(re.match(r"\s*([\d.]+) ms", line).group(1))  # type: ignore[union-attr]
-
-    assert offset("◆ enqueue send_confirmation") < offset("COMMIT")
-    assert offset("COMMIT") < offset("send send_confirmation") < offset("process send_confirmation")
-    assert offset("process send_confirmation") < offset("send notify_warehouse") < offset("process notify_warehouse")
-    assert re.search(
-        r"in=consumer level=info event=airlock\.intent\.dispatched .*intent_name=notify_warehouse", run.out
-    )
+    # One outbox row each, written in the shop's database, and sent by the fast path.
+    assert [(order_id, state) for order_id, state, *_ in run.outbox("send_confirmation")][:1] == [(order, "sent")]
+    assert [(order_id, state) for order_id, state, *_ in run.outbox("notify_warehouse")][:1] == [(order, "sent")]
+    scene = run.scene(1)
+    assert re.search(r"send_confirmation +sent\n +notify_warehouse +sent\n", scene)
+    assert re.search(r"in=web level=info event=airlock\.intent\.dispatched .*intent_name=send_confirmation", scene)
+    assert re.search(r"in=consumer level=info event=airlock\.intent\.dispatched .*intent_name=notify_warehouse", scene)
+    assert "The outbox's publish carries no trace context to the consumer" in scene
 
 
 def test_a_failed_checkout_sends_nothing(run: Run) -> None:
@@ -93,6 +106,10 @@ def test_a_failed_checkout_sends_nothing(run: Run) -> None:
     assert re.search(r"messages that reached .* for this request: 0\n", scene)
     assert "event=airlock.scope.discarded" in scene
     assert "airlock.intent.dispatched" not in scene
+    # Its row went with the rollback: one send_confirmation row per order that exists.
+    orders = {order_id for (order_id,) in run.rows("select id from shop_order")}
+    assert sorted(order_id for order_id, *_ in run.outbox("send_confirmation")) == sorted(orders)  # type: ignore[type-var]
+    assert "outbox rows left by this request: none" in scene
 
 
 def test_the_admin_dry_run_sends_nothing_and_the_quiet_run_only_what_is_not_blocked(run: Run) -> None:
@@ -105,6 +122,11 @@ def test_the_admin_dry_run_sends_nothing_and_the_quiet_run_only_what_is_not_bloc
     assert re.search(r"messages that reached .*: 0\n", dry_run)
     assert "quiet: 1 held back by BlockTasks, 1 to send" in quiet
     assert re.search(r"messages that reached .*: 1\n", quiet)
+    # A refused intent never gets a row; the one that went has one, sent.
+    assert run.outbox("send_reminder") == []
+    assert [state for _, state, *_ in run.outbox("refresh_stock")] == ["sent"]
+    assert "outbox rows written: 0 (" in dry_run
+    assert "outbox rows written: 1 (refresh_stock sent)" in quiet
 
 
 def test_nested_services_wait_for_the_request_and_keep_their_executor(run: Run) -> None:
@@ -122,19 +144,38 @@ def test_nested_services_wait_for_the_request_and_keep_their_executor(run: Run) 
     assert re.search(rf"award_points\({order}, 42\) +captured from a service's scope +via {queue_executor}", scene)
     assert re.search(rf"write_audit\({order}, 'checkout'\) +captured from a service's scope +via sync_executor", scene)
     assert "event=airlock.intent.captured" in scene
+    assert [(order_id, state) for order_id, state, *_ in run.outbox("award_points")] == [(order, "sent")]
+    assert run.outbox("write_audit") == []  # the sync executor, in-process: no row
 
 
-def test_orders_placed_while_the_consumer_is_stopped_are_all_delivered_when_it_is_back(run: Run) -> None:
+def test_orders_committed_while_the_queue_is_unreachable_are_delivered_once_each_by_the_relay(run: Run) -> None:
     orders = [run.order(f"dan-{i}") for i in range(1, BACKLOG + 1)]
     for order in orders:
         assert [task for task, found, _ in run.deliveries(order) if found] == ["send_confirmation", "notify_warehouse"]
+    rows = {order_id: row for order_id, *row in run.outbox("send_confirmation")}
+    for order in orders:
+        state, created, available, attempts = rows[order]
+        assert state == "sent"
+        # Claimed by a relay (a claim moves available_at to the end of its lease; the fast
+        # path never touches it), and no attempt spent while the queue was unreachable.
+        assert available >= created + LEASE - 1, (order, created, available)
+        assert attempts == 0
+    assert run.rows("select state, count(*) from airlock_outbox group by state") == [
+        ("sent", len(run.rows("select id from airlock_outbox")))
+    ]
     scene = run.scene(5)
-    assert re.search(rf"{BACKLOG} orders committed; messages waiting in .*: {BACKLOG}\n", scene)
-    assert re.search(r"delivering: \d/6 orders done", scene)
-    assert f"every order delivered: {BACKLOG}/{BACKLOG}, 0 messages waiting" in scene
-    assert "outbox" not in run.out.lower()  # not on this branch: the demo must not claim one
+    assert re.search(r"the queue cannot be reached: ", scene)
+    assert re.search(
+        rf"{BACKLOG} orders committed, and no request failed; the outbox holds {BACKLOG} rows ready\n", scene
+    )
+    tried = rf"the relay tries: 0 sent, the queue is unreachable \(.+\),\n +{BACKLOG} rows released for later"
+    assert re.search(tried + r", attempts spent on them: 0\n", scene)
+    progress = re.findall(rf"relay: (\d+) rows left, (\d+) sent; orders delivered: (\d)/{BACKLOG}", scene)
+    assert progress, scene
+    assert progress[-1][0] == "0" and int(progress[-1][1]) >= BACKLOG and progress[-1][2] == str(BACKLOG)
+    assert f"every order delivered exactly once: {BACKLOG}/{BACKLOG}" in scene
     if run.queue == "huey":
-        with sqlite3.connect(run.data / "huey.sqlite3") as db:
+        with sqlite3.connect(run.data / "queue" / "huey.sqlite3") as db:
             assert db.execute("select count(*) from task").fetchone() == (0,)
 
 

@@ -7,9 +7,11 @@ that is down is a Redis URL on a port nobody listens on.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
+import types
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -39,7 +41,16 @@ from airlock.signals import dispatch_failed, intent_dispatched
 from airlock.testing import capture
 from tests.djangoproject.checks import require_database
 from tests.djangoproject.shop.models import Order
-from tests.outbox_support import make_app, memory_app, memory_messages, memory_other, memory_record, rows, states
+from tests.outbox_support import (
+    make_app,
+    memory_app,
+    memory_messages,
+    memory_other,
+    memory_record,
+    rows,
+    settle,
+    states,
+)
 from tests.own_redis import free_port
 
 require_database()
@@ -51,13 +62,16 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def outbox():
-    configure_outbox({})
+@pytest.fixture(autouse=True, params=["background", "inline"])
+def outbox(request):
+    configure_outbox({"FAST_PATH": request.param})
     airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
     memory_messages()
+    registered = set(memory_app.tasks)
     yield
     configure_outbox(None)
+    for name in set(memory_app.tasks) - registered:  # each run of a test registers its own tasks
+        memory_app.tasks.pop(name)
 
 
 def ids_sent() -> list[str]:
@@ -213,6 +227,24 @@ def test_the_sync_executor_is_refused_with_the_way_out():
         airlock.enqueue(memory_record, 1)
 
 
+@pytest.mark.parametrize("rolled_back", [False, True], ids=["committed", "rolled-back"])
+def test_the_way_out_nested_in_an_outbox_scope_runs_in_process_after_the_commit(rolled_back):
+    # The advice above, taken inside an outbox scope (a service's scope in a request):
+    # the outer scope captures the intent, and it keeps its scope's executor, without a row.
+    ran = []
+    with airlock.scope():
+        with pytest.raises(Boom) if rolled_back else contextlib.nullcontext(), transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+            with airlock.scope(executor=sync_executor, outbox=False):
+                airlock.enqueue(ran.append, "audit")
+            assert ran == []
+            if rolled_back:
+                raise Boom
+    assert ran == ([] if rolled_back else ["audit"])
+    assert [task for _, task, _ in rows()] == ([] if rolled_back else ["outbox_memory.record"])
+    assert len(ids_sent()) == (0 if rolled_back else 1)
+
+
 def test_arguments_are_snapshotted_at_enqueue():
     items = ["tea"]
     with airlock.scope(), transaction.atomic():
@@ -233,7 +265,8 @@ def test_a_broker_that_is_down_fails_nothing_and_leaves_rows_for_the_relay(caplo
         with airlock.scope(), transaction.atomic():
             for number in range(10):
                 airlock.enqueue(record, number)
-    took = time.monotonic() - started
+        took = time.monotonic() - started
+        settle()  # the background publisher logs in its own thread
     assert states() == [READY] * 10
     # It stopped at the first sign the broker is unreachable: one report, not ten.
     assert len(failures) == 1
@@ -394,8 +427,12 @@ def test_the_reliability_pages_settings_are_accepted():
 
 def test_the_reliability_pages_consumer_drops_a_second_delivery():
     _, consumer_block = _doc_blocks()
-    namespace = {"app": memory_app}
-    exec(consumer_block.replace("    ...", "    ran.append(order_id)"), {**namespace, "ran": (ran := [])}, namespace)
+    # Registered on memory_app only (not shared with every later Celery app, which a
+    # second run of this test would make a duplicate there).
+    app = types.SimpleNamespace(task=lambda *args, **options: memory_app.task(*args, shared=False, **options))
+    namespace = {"app": app}
+    code = consumer_block.replace("    ...", "    ran.append(order_id)")
+    exec(code, {**namespace, "ran": (ran := []), "__name__": "docs_reliability"}, namespace)
     send_receipt = namespace["send_receipt"]
     send_receipt.apply((5,), task_id="f" * 32)
     send_receipt.apply((5,), task_id="f" * 32)

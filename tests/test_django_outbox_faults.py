@@ -31,12 +31,14 @@ from airlock.integrations.django.outbox import (
     OutboxScope,
     ProcessedIntent,
     Relay,
+    background_publisher,
     configure_outbox,
+    outbox_options,
 )
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
-from tests.outbox_support import RUNS, make_app, rows, states
+from tests.outbox_support import RUNS, make_app, rows, settle, states
 from tests.own_redis import OwnRedis, own_redis
 
 require_database()
@@ -88,9 +90,23 @@ def database_names() -> dict[str, str]:
     return {alias: connections[alias].settings_dict["NAME"] for alias in ("default", "other")}
 
 
+_children: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test() -> Iterator[None]:
+    """A relay left running by a failed test would serve the next test's rows."""
+    yield
+    while _children:
+        process = _children.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 def child(mode: str, server: OwnRedis, **extra: Any) -> subprocess.Popen[str]:
     env = environment(database_names(), server.url, f"outbox_faults_{server.port}", QUEUE, **extra)
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "tests.outbox_process", mode],
         cwd=ROOT,
         env=env,
@@ -98,6 +114,8 @@ def child(mode: str, server: OwnRedis, **extra: Any) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    _children.append(process)
+    return process
 
 
 def test_1_a_thousand_intents_committed_while_redis_is_stopped_are_all_delivered_once(server, app):
@@ -169,7 +187,9 @@ def test_4_a_web_process_killed_inside_the_fast_path_loses_nothing(server, app):
     assert process.returncode == -signal.SIGKILL, err
     assert len(server.queued_ids(QUEUE)) == 3  # three went out before the kill
     assert states() == [READY] * 10  # committed, flushed, none marked sent
-    drain(Relay(databases=["default"]))
+    # A relay leaves fresh rows to their writer for FAST_PATH_DEADLINE: here, one that far on.
+    later = outbox_options()["FAST_PATH_DEADLINE"]
+    drain(Relay(databases=["default"], clock=lambda: time.time() + later))
     counts = collections.Counter(server.queued_ids(QUEUE))
     assert set(counts) == intent_ids()
     assert sorted(counts.values()) == [1] * 7 + [2] * 3  # the three in flight go twice; consumers dedupe
@@ -263,6 +283,7 @@ def test_7_two_databases_rows_live_on_their_alias_and_one_relay_serves_both(serv
 
 def test_a_frozen_broker_costs_the_request_one_socket_timeout_and_the_relay_delivers_after_thaw(server, app):
     _, record = app
+    configure_outbox({"FAST_PATH": "inline"})
     with airlock.scope(), transaction.atomic():
         airlock.enqueue(record, "warm")  # the app's connection is open before the freeze
     server.freeze()
@@ -277,6 +298,30 @@ def test_a_frozen_broker_costs_the_request_one_socket_timeout_and_the_relay_deli
     finally:
         server.thaw()
     assert drain(Relay(databases=["default"])) == 5
+    assert set(server.queued_ids(QUEUE)) == intent_ids()
+
+
+def test_a_frozen_broker_costs_a_background_request_nothing_and_the_relay_delivers_after_thaw(server, app):
+    _, record = app
+    configure_outbox({"FAST_PATH": "background", "FAST_PATH_DEADLINE": 1.0})
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(record, "warm")  # the publisher's connection is open before the freeze
+    settle()
+    server.freeze()
+    try:
+        started = time.monotonic()
+        with airlock.scope(), transaction.atomic():
+            for number in range(5):
+                airlock.enqueue(record, number)
+        took = time.monotonic() - started
+        publisher = background_publisher()
+        assert publisher is not None and publisher.depth == 5  # handed over, not yet published
+        assert took < 1.0, took  # the request did not wait for the frozen broker
+        settle()  # the publisher gives up on its socket timeout and hands the rows to the relay
+        assert states() == [SENT] + [READY] * 5
+    finally:
+        server.thaw()
+    assert drain(Relay(databases=["default"])) == 5  # handed back: the relay takes them at once
     assert set(server.queued_ids(QUEUE)) == intent_ids()
 
 

@@ -3,8 +3,8 @@
 Celery, Dramatiq and Huey run on a Redis of the test's own; django-q2 on its ORM
 broker with a ``qcluster`` subprocess (PostgreSQL only, as its own suite). Each
 checks that the worker ran the task with the stored arguments, under the row's
-intent id. ``django.tasks`` is not here: its executor is built elsewhere, and
-plugs in with ``register_carrier`` (see docs/reliability.md).
+intent id. ``django.tasks`` (Django 6, with django-tasks-db's ``db_worker``) has a
+file of its own, ``tests/test_django_outbox_django_tasks.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from django.db import connection, transaction
 
 import airlock
-from airlock.integrations.django.outbox import SENT, OutboxScope, Relay, configure_outbox
+from airlock.integrations.django.outbox import READY, SENT, OutboxMessage, OutboxScope, Relay, configure_outbox
 from tests.djangoproject.checks import require_database
 from tests.outbox_support import make_app, rows, states
 from tests.own_redis import OwnRedis, own_redis
@@ -134,6 +134,40 @@ def test_huey(server):
         for number, handler in handlers.items():
             signal.signal(number, handler)
     assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
+
+
+def test_huey_on_sqlite_whose_file_cannot_be_opened_is_a_broker_down(tmp_path):
+    # SqliteHuey's broker is a file: with its directory gone (a volume unmounted), every
+    # publish fails alike, so the relay must pause without spending the rows' attempts.
+    from huey import SqliteHuey
+
+    from airlock.integrations.executors.huey import huey_executor
+
+    directory = tmp_path / "queue"
+    directory.mkdir()
+    huey = SqliteHuey("outbox-sqlite", filename=str(directory / "huey.db"))
+
+    @huey.task()
+    def sqlite_job(number: int, colour: str) -> None:  # named apart: test_huey's job is registered too
+        pass
+
+    airlock.configure(scope_cls=OutboxScope, executor=huey_executor)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(sqlite_job, 1, colour="red")
+        airlock.enqueue(sqlite_job, 2, colour="blue")
+    huey.storage.close()
+    directory.rename(tmp_path / "away")
+    relay = Relay(databases=["default"])
+    done = relay.run_once()
+    assert isinstance(done.unreachable, ConnectionError), done.unreachable
+    assert "unable to open database file" in str(done.unreachable)
+    assert (done.sent, done.failed, done.released) == (0, 0, 2)
+    assert states() == [READY, READY]
+    assert list(OutboxMessage.objects.values_list("attempts", flat=True)) == [0, 0]
+    (tmp_path / "away").rename(directory)
+    assert relay.run_once().sent == 2
+    assert states() == [SENT, SENT]
+    assert sorted(message.id for message in huey.pending()) == sorted(intent_id for intent_id, _, _ in rows())
 
 
 def test_django_q(tmp_path):

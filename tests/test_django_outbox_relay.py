@@ -304,3 +304,53 @@ def test_the_admin_action_requeues_only_dead_and_held_rows(clock):
     assert states() == [READY, READY, SENT]
     assert said == ["2 row(s) are ready again; the relay will publish them."]
     assert admin.has_add_permission(None) is False
+
+
+# -- seeing it: the relay's events, through the structlog bridge ----------------------------------
+
+
+def test_the_relay_logs_through_the_structlog_bridge_with_stable_events(clock, caplog):
+    import structlog
+    from structlog.testing import capture_logs
+
+    import airlock.integrations.structlog as airlock_structlog
+
+    app, broken = make_app("outbox_logged", "memory://")
+    write_ready("a", "b")
+    write_ready("poison", task=broken)
+    del app.tasks["outbox_logged.record"]
+    structlog.reset_defaults()
+    airlock_structlog.instrument()
+    try:
+        with capture_logs() as logs, caplog.at_level("INFO", "airlock.integrations.django.outbox"):
+            worker = relay(clock, max_attempts=2)
+            worker.run_once()
+            clock.now += 100
+            worker.run_once()
+    finally:
+        airlock_structlog.uninstrument()
+        structlog.reset_defaults()
+    by_event = {}
+    for entry in logs:
+        by_event.setdefault(entry["event"], []).append(entry)
+    first, second = by_event["airlock.outbox.relay_batch"][:2]
+    assert (first["sent"], first["failed"], first["dead"], first["database"]) == (2, 1, 0, "default")
+    assert first["relay_id"] == worker.id and first["seconds"] >= 0
+    (failed,) = by_event["airlock.outbox.row_failed"]
+    assert failed["log_level"] == "warning" and failed["task"] == "outbox_logged.record"
+    assert failed["attempts"] == 1 and failed["retry_in"] > 0 and "LookupError" in failed["error"]
+    (dead,) = by_event["airlock.outbox.row_dead"]
+    assert dead["log_level"] == "error" and dead["attempts"] == 2
+    assert dead["intent_id"] == OutboxMessage.objects.get(state=DEAD).intent_id
+    assert second["dead"] == 1
+    # The bridge logs it, so the stdlib logger does not say it a second time.
+    assert not [record for record in caplog.records if "dead after" in record.getMessage()]
+
+
+def test_without_the_bridge_the_relay_logs_to_the_stdlib_logger(clock, caplog):
+    app, broken = make_app("outbox_plain_log", "memory://")
+    write_ready("poison", task=broken)
+    del app.tasks["outbox_plain_log.record"]
+    with caplog.at_level("WARNING", "airlock.integrations.django.outbox"):
+        relay(clock, max_attempts=1).run_once()
+    assert any("dead after 1 attempts" in record.getMessage() for record in caplog.records)

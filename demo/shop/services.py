@@ -22,5 +22,5 @@ def award_loyalty_points(order: Order) -> None:
 
 def record_audit(order: Order) -> None:
     """The audit service: its scope chooses the in-process executor, and keeps it when nested."""
-    with airlock.scope(executor=sync_executor):
+    with airlock.scope(executor=sync_executor, outbox=False):
         airlock.enqueue(tasks.write_audit, order.pk, "checkout")

@@ -53,10 +53,12 @@ from airlock._scope import Scope
 from airlock.integrations._observe import system_of
 from airlock.integrations._task_run import executor_for_run
 from airlock.integrations.executors.django_tasks import (
+    INTENT_KWARG,
     TASK_RUN_MARK,
     TRACE_KWARG,
     django_tasks_executor,
     passthrough,
+    running_intent,
 )
 
 if TYPE_CHECKING:
@@ -79,8 +81,9 @@ _SYSTEM = "django_tasks"
 # -- a task's run is a scope -------------------------------------------------------
 
 # The runs the task_started receiver opened in this context and task_finished has
-# not closed yet, innermost last: (task result id, its scope). A tuple, replaced whole.
-_open_runs: ContextVar[tuple[tuple[str, Scope], ...]] = ContextVar("airlock.django_tasks.runs", default=())
+# not closed yet, innermost last: (task result id, its scope, the intent id of the run
+# around it). A tuple, replaced whole.
+_open_runs: ContextVar[tuple[tuple[str, Scope, str | None], ...]] = ContextVar("airlock.django_tasks.runs", default=())
 _DISPATCH_UID = "airlock.integrations.django_tasks"
 
 
@@ -89,7 +92,11 @@ def _run_started(sender: Any, task_result: Any, **extra: Any) -> None:
     if getattr(task_result.task.func, TASK_RUN_MARK, False):
         return
     scope = airlock.scope(executor=executor_for_run(None, django_tasks_executor)).enter()
-    _open_runs.set((*_open_runs.get(), (task_result.id, scope)))
+    # A task run in-process inside an airlock_task run has no intent id of its own.
+    around = running_intent.get()
+    if around is not None:
+        running_intent.set(None)
+    _open_runs.set((*_open_runs.get(), (task_result.id, scope, around)))
 
 
 def _run_finished(sender: Any, task_result: Any, **extra: Any) -> None:
@@ -100,8 +107,10 @@ def _run_finished(sender: Any, task_result: Any, **extra: Any) -> None:
             break
     else:
         return  # not opened here: a decorated task, or a run that started before connect()
-    scope = runs[position][1]
+    _, scope, around = runs[position]
     _open_runs.set(runs[:position] + runs[position + 1 :])
+    if around is not None:
+        running_intent.set(around)
     scope.exit()
     if task_result.status == TaskResultStatus.SUCCESSFUL:
         scope.flush()
@@ -149,7 +158,10 @@ def airlock_task(
     flushes inside the run, a follow-up that cannot be sent fails the run. With a
     tracing integration on, the run continues the trace of the code that enqueued
     it (the context travels as the :data:`TRACE_KWARG` keyword, which the wrapper
-    removes). The ``task_started`` receivers leave these tasks to their wrapper. An
+    removes). Sent through the outbox, the run also receives its intent id (the
+    :data:`~airlock.integrations.executors.django_tasks.INTENT_KWARG` keyword, removed
+    too), which :func:`~airlock.integrations.django.outbox.deduplicate` reads. The
+    ``task_started`` receivers leave these tasks to their wrapper. An
     ``async def`` task's scope flushes through ``sync_to_async``, off the event loop.
 
     Args:
@@ -172,14 +184,18 @@ def airlock_task(
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 carrier = kwargs.pop(TRACE_KWARG, None)
+                intent_id = kwargs.pop(INTENT_KWARG, None)
                 with continue_trace(carrier, name=name, system=_SYSTEM):
                     scope = airlock.scope(policy, executor=executor_for_run(executor, django_tasks_executor)).enter()
+                    token = running_intent.set(intent_id)
                     try:
                         result = await fn(*args, **kwargs)
                     except BaseException as error:
                         scope.exit()
                         scope.discard(error)
                         raise
+                    finally:
+                        running_intent.reset(token)
                     scope.exit()
                     if scope.intents:
                         # Sending may touch the database, which Django forbids on an event loop.
@@ -194,9 +210,16 @@ def airlock_task(
             @functools.wraps(fn)
             def run(*args: Any, **kwargs: Any) -> Any:
                 carrier = kwargs.pop(TRACE_KWARG, None)
+                intent_id = kwargs.pop(INTENT_KWARG, None)
                 with continue_trace(carrier, name=name, system=_SYSTEM):
                     with airlock.scope(policy, executor=executor_for_run(executor, django_tasks_executor)):
-                        return fn(*args, **kwargs)
+                        # Only for the call: follow-ups the scope flushes (and runs, on an
+                        # in-process backend) after it are not this intent.
+                        token = running_intent.set(intent_id)
+                        try:
+                            return fn(*args, **kwargs)
+                        finally:
+                            running_intent.reset(token)
 
         setattr(run, TASK_RUN_MARK, True)
         return django_task(**task_settings)(run)

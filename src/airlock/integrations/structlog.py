@@ -39,8 +39,9 @@ from airlock.integrations._observe import (
     message_id,
     system_of,
 )
+from airlock.signals import outbox as outbox_signals
 
-__all__ = ["EVENTS", "instrument", "is_instrumented", "uninstrument"]
+__all__ = ["EVENTS", "OUTBOX_EVENTS", "instrument", "is_instrumented", "uninstrument"]
 
 EVENTS: dict[str, str] = {
     "scope_entered": "airlock.scope.entered",
@@ -54,11 +55,23 @@ EVENTS: dict[str, str] = {
 }
 """Signal name -> the event name it is logged under. These names are stable."""
 
+OUTBOX_EVENTS: dict[str, tuple[str, int]] = {
+    "relay_started": ("airlock.outbox.relay_started", logging.INFO),
+    "relay_stopped": ("airlock.outbox.relay_stopped", logging.INFO),
+    "relay_batch": ("airlock.outbox.relay_batch", logging.INFO),
+    "relay_paused": ("airlock.outbox.relay_paused", logging.WARNING),
+    "row_failed": ("airlock.outbox.row_failed", logging.WARNING),
+    "row_dead": ("airlock.outbox.row_dead", logging.ERROR),
+    "rows_held": ("airlock.outbox.rows_held", logging.WARNING),
+    "handoff_full": ("airlock.outbox.handoff_full", logging.WARNING),
+}
+"""Outbox signal (``airlock.signals.outbox``) -> its event name and level. These names are stable."""
+
 _ENQUEUED = EVENTS["intent_enqueued"]
 _DISPATCHED = EVENTS["intent_dispatched"]
 
 _stdlib_logger = logging.getLogger("airlock")
-_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
+_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
 def _deferral_ms(intent: Intent, released_ns: int) -> float:
@@ -91,6 +104,21 @@ class _LogSubscriber:
         # Release time per in-flight intent, so the deferral excludes the executor's own time.
         self._released: dict[int, int] = {}
         self.receivers = Receivers(self)
+        self.outbox = [(signal, self._outbox_receiver(signal.name)) for signal in outbox_signals.ALL]
+
+    def _outbox_receiver(self, name: str) -> Any:
+        event, level = OUTBOX_EVENTS[name]
+
+        def receive(sender: Any, **kwargs: Any) -> None:
+            if not self._is_enabled(level):
+                return
+            key = "scope_id" if isinstance(sender, Scope) else "relay_id"
+            fields: dict[str, Any] = {key: getattr(sender, "id", None)}
+            for field, value in kwargs.items():
+                fields[field] = error_text(value) if isinstance(value, BaseException) else value
+            self._log(level, event, fields)
+
+        return receive
 
     def wake_if_enabled(self) -> None:
         """Connect the per-intent receivers once events would be written somewhere."""
@@ -278,6 +306,8 @@ def instrument(*, logger: Any = None, include_args: bool = False) -> None:
     uninstrument()
     subscriber = _LogSubscriber(logger, include_args)
     subscriber.receivers.connect()
+    for signal, receiver in subscriber.outbox:
+        signal.connect(receiver, weak=False)
     subscriber.wake_if_enabled()
     _subscriber = subscriber
 
@@ -291,6 +321,8 @@ def uninstrument() -> None:
     subscriber, _subscriber = _subscriber, None
     if subscriber is not None:
         subscriber.receivers.disconnect()
+        for signal, receiver in subscriber.outbox:
+            signal.disconnect(receiver)
 
 
 def is_instrumented() -> bool:

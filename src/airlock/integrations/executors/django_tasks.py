@@ -34,7 +34,7 @@ from airlock._propagation import inject
 from airlock.integrations.executors._checks import check_arguments
 from airlock.integrations.executors._options import reject_unknown_options
 
-__all__ = ["DJANGO_TASKS_OPTIONS", "TRACE_KWARG", "django_tasks_executor"]
+__all__ = ["DJANGO_TASKS_OPTIONS", "INTENT_KWARG", "TRACE_KWARG", "django_tasks_executor"]
 
 DJANGO_TASKS_OPTIONS: frozenset[str] = frozenset({"priority", "queue_name", "run_after", "backend"})
 """The ``_dispatch_options`` names :func:`django_tasks_executor` accepts: those of ``Task.using()``.
@@ -52,6 +52,23 @@ so other tasks never receive it and their runs start traces of their own.
 
 .. versionadded:: 0.1
 """
+
+INTENT_KWARG = "_airlock_intent_id"
+"""The task keyword that carries an outbox row's intent id to the worker.
+
+``django.tasks`` backends choose their own result ids (``Backend.enqueue`` takes no
+id), so the intent id cannot be the ``TaskResult`` id. The outbox adds this keyword
+only for tasks declared with :func:`airlock.integrations.django_tasks.airlock_task`,
+whose wrapper removes it and exposes it to
+:func:`airlock.integrations.django.outbox.deduplicate` for the length of the call.
+
+.. versionadded:: 0.1
+"""
+
+# The intent id of the airlock_task run going on in this context (None inside a run
+# that has none), read by the outbox's deduplicate. Every run sets it, so a task run
+# in-process inside another never sees the outer run's id.
+running_intent: ContextVar[str | None] = ContextVar("airlock.django_tasks.intent_id", default=None)
 
 # Marks the functions airlock_task wraps, so the executor knows they accept TRACE_KWARG.
 TASK_RUN_MARK = "__airlock_task_run__"

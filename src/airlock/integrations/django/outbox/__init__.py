@@ -9,6 +9,7 @@ workers. See docs/reliability.md for the guarantees, and what they rely on.
 
 from __future__ import annotations
 
+from airlock.integrations.django.outbox._background import Publisher, background_publisher
 from airlock.integrations.django.outbox._carriers import Carrier, register_carrier
 from airlock.integrations.django.outbox._dedupe import deduplicate, first_delivery
 from airlock.integrations.django.outbox._drain import OutboxStuck, drain_outbox
@@ -16,6 +17,7 @@ from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READ
 from airlock.integrations.django.outbox._options import configure_outbox, outbox_options
 from airlock.integrations.django.outbox._relay import Pass, Relay, outbox_stats, purge, requeue
 from airlock.integrations.django.outbox._scope import OutboxScope
+from airlock.signals.outbox import handoff_full
 
 __all__ = [
     "DEAD",
@@ -29,11 +31,14 @@ __all__ = [
     "OutboxStuck",
     "Pass",
     "ProcessedIntent",
+    "Publisher",
     "Relay",
+    "background_publisher",
     "configure_outbox",
     "deduplicate",
     "drain_outbox",
     "first_delivery",
+    "handoff_full",
     "outbox_options",
     "outbox_stats",
     "purge",

@@ -3,17 +3,20 @@
 A row holds a task's *registered* name and the key of its carrier, never a
 dotted path to import. Each carrier resolves names through its queue library's
 own registry (Celery's ``app.tasks``, Dramatiq's broker, Huey's task registry),
-or, for django-q2 and anything else, through the explicit ``OUTBOX["TASKS"]``
-list in settings. Each carrier also carries the row's intent id to the
-consumer: Celery's ``task_id``, Dramatiq's ``message_id``, Huey's task ``id``,
-django-q2's task ``id``.
+or, for django-q2, ``django.tasks`` and anything else, through the explicit
+``OUTBOX["TASKS"]`` list in settings. Each carrier also carries the row's intent
+id to the consumer: Celery's ``task_id``, Dramatiq's ``message_id``, Huey's task
+``id``, django-q2's task ``id``, and for ``django.tasks`` (whose backends choose
+their own result ids) a keyword that ``airlock_task``'s wrapper takes off.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 from airlock._intent import Intent
@@ -36,6 +39,14 @@ class Carrier:
     def resolve(self, name: str) -> Any:
         """The task registered as ``name``; ``LookupError`` if none is."""
         raise NotImplementedError
+
+    def stored_options(self, task: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The dispatch options as the row stores them (JSON); ``send`` gets them back as stored.
+
+        A carrier overrides it to turn an option JSON cannot hold into one it can
+        (and back, in ``send``), or to add what the task object itself carries.
+        """
+        return dict(options) if options else {}
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         """Publish one message whose id is ``intent_id``; raise on failure."""
@@ -141,7 +152,14 @@ class HueyCarrier(Carrier):
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
             task = (task.huey, task.task_class)
         huey, task_class = task
-        return huey.enqueue(task_class(tuple(args), kwargs, **{**options, "id": intent_id}))
+        message = task_class(tuple(args), kwargs, **{**options, "id": intent_id})
+        try:
+            return huey.enqueue(message)
+        except sqlite3.OperationalError as error:
+            # SqliteHuey cannot open or lock its file: the broker is down, for every
+            # message alike, so the relay pauses instead of spending this row's attempts.
+            where = getattr(huey.storage, "filename", huey.name)
+            raise ConnectionError(f"Huey's SQLite storage {where!r} cannot be used: {error}") from error
 
 
 class RegistryCarrier(Carrier):
@@ -197,6 +215,97 @@ def _django_q_carrier() -> Carrier:
     return RegistryCarrier("django_q", django_q_executor)
 
 
+class DjangoTasksCarrier(Carrier):
+    """``django.tasks`` tasks listed in ``OUTBOX["TASKS"]``, sent by ``django_tasks_executor``.
+
+    A row names the task by the dotted path it is listed under, and the relay
+    resolves it only through that list. Not through ``Task.module_path`` alone:
+    importing a path read from the database would let a row run any code; and not
+    through the tasks a process happens to have imported: the relay is another
+    process, so what the web process imported says nothing about what the relay
+    can find, and a row it could not resolve would only fail there, after the
+    commit. The settings are the one registry both processes share, which is what
+    makes refusing at enqueue honest.
+    """
+
+    key = "django_tasks"
+    _FIELDS = ("priority", "queue_name", "backend", "run_after")
+
+    def __init__(self) -> None:
+        # The executor first: before Django 6 its ImportError says what to install.
+        from airlock.integrations.executors.django_tasks import INTENT_KWARG, TASK_RUN_MARK, django_tasks_executor
+
+        from django.tasks import Task  # type: ignore[import-untyped]  # isort: skip
+
+        self._task_class = Task
+        self._executor = django_tasks_executor
+        self._intent_kwarg = INTENT_KWARG
+        self._run_mark = TASK_RUN_MARK
+        # (the options object it was built from, function -> (listed name, listed Task))
+        self._index: tuple[Any, dict[Any, tuple[str, Any]]] = (None, {})
+
+    def _listed(self) -> dict[Any, tuple[str, Any]]:
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        options = outbox_options()
+        built_from, index = self._index
+        if built_from is not options:
+            index = {}
+            for name, listed in options.tasks.items():
+                if isinstance(listed, self._task_class):
+                    index.setdefault(listed.func, (name, listed))
+            self._index = (options, index)
+        return index
+
+    def name_of(self, task: Any) -> str:
+        if not isinstance(task, self._task_class):
+            raise TypeError(
+                f"the airlock outbox sends {task!r} through django_tasks_executor only if it is a django.tasks "
+                "Task (the executor would call a plain function in this process, which a row cannot defer); "
+                "decorate it with @django.tasks.task and list it in settings.AIRLOCK['OUTBOX']['TASKS'], or "
+                "enqueue it in a scope with outbox=False"
+            )
+        found = self._listed().get(task.func)
+        if found is None:
+            raise TypeError(
+                f"the airlock outbox sends the django.tasks task {task.module_path} only if it is listed in "
+                f"settings.AIRLOCK['OUTBOX']['TASKS'] (the relay resolves names only through that list, and never "
+                f"imports a path read from the database); add {task.module_path!r} to it"
+            )
+        return found[0]
+
+    def resolve(self, name: str) -> Any:
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        task = outbox_options().tasks.get(name)
+        if not isinstance(task, self._task_class):
+            raise LookupError(f"{name!r} is not a django.tasks Task listed in settings.AIRLOCK['OUTBOX']['TASKS']")
+        return task
+
+    def stored_options(self, task: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        stored = dict(options) if options else {}
+        found = self._listed().get(getattr(task, "func", None))
+        if found is not None:
+            # The relay sends the listed Task: keep what task.using(...) changed on this one.
+            listed = found[1]
+            for name in self._FIELDS:
+                value = getattr(task, name)
+                if name not in stored and value != getattr(listed, name):
+                    stored[name] = value
+        run_after = stored.get("run_after")
+        if isinstance(run_after, datetime):
+            stored["run_after"] = run_after.isoformat()  # JSON has no datetime; send() parses it back
+        return stored
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        run_after = options.get("run_after")
+        if isinstance(run_after, str):
+            options = {**options, "run_after": datetime.fromisoformat(run_after)}
+        if getattr(task.func, self._run_mark, False):
+            kwargs = {**kwargs, self._intent_kwarg: intent_id}
+        return self._executor(Intent(task, tuple(args), kwargs, dispatch_options=options or None))
+
+
 # executor (module, name) -> carrier factory; built lazily so nothing imports a queue
 # library the project does not use.
 _FACTORIES: dict[tuple[str, str], tuple[str, Callable[[], Carrier]]] = {
@@ -204,6 +313,7 @@ _FACTORIES: dict[tuple[str, str], tuple[str, Callable[[], Carrier]]] = {
     ("airlock.integrations.executors.dramatiq", "dramatiq_executor"): ("dramatiq", DramatiqCarrier),
     ("airlock.integrations.executors.huey", "huey_executor"): ("huey", HueyCarrier),
     ("airlock.integrations.executors.django_q", "django_q_executor"): ("django_q", _django_q_carrier),
+    ("airlock.integrations.executors.django_tasks", "django_tasks_executor"): ("django_tasks", DjangoTasksCarrier),
 }
 # id(executor) -> (executor, carrier): the executor is kept, so its id cannot be reused.
 _by_executor: dict[int, tuple[Callable[[Intent], Any], Carrier]] = {}
@@ -211,7 +321,7 @@ _by_key: dict[str, Carrier] = {}
 
 
 def register_carrier(executor: Callable[[Intent], Any], carrier: Carrier) -> None:
-    """Let the outbox carry intents of ``executor`` (``django.tasks`` plugs in here).
+    """Let the outbox carry intents of ``executor``, through ``carrier``.
 
     .. versionadded:: 0.1
     """

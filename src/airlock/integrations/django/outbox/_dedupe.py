@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,11 +38,21 @@ def first_delivery(intent_id: str, *, using: str = "default") -> bool:
 
 
 def current_intent_id() -> str | None:
-    """The intent id of the message being run: Celery's ``task_id``, or Dramatiq's ``message_id``.
+    """The intent id of the message being run: Celery's ``task_id``, Dramatiq's ``message_id``,
+    or the one the outbox gave a ``django.tasks`` task declared with ``airlock_task``.
 
-    Dramatiq needs its ``CurrentMessage`` middleware. For Huey and django-q2,
-    pass the id yourself (``deduplicate(id_of=...)``, or call :func:`first_delivery`).
+    Dramatiq needs its ``CurrentMessage`` middleware. A ``django.tasks`` task's
+    ``TaskResult`` id is its backend's own, not the intent id, so a plain ``@task``
+    has none here; declare it with ``airlock_task``. For Huey and django-q2, pass
+    the id yourself (``deduplicate(id_of=...)``, or call :func:`first_delivery`).
     """
+    # Looked up, never imported: the module needs Django 6, and is loaded whenever
+    # an airlock_task runs.
+    django_tasks = sys.modules.get("airlock.integrations.executors.django_tasks")
+    if django_tasks is not None:
+        intent_id: str | None = django_tasks.running_intent.get()
+        if intent_id is not None:
+            return intent_id
     try:
         from celery import current_task  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - without Celery
@@ -69,6 +80,13 @@ def deduplicate(
         @deduplicate
         def send_receipt(order_id): ...
 
+    For ``django.tasks``, under ``airlock_task`` (a plain ``@task`` never learns
+    its intent id)::
+
+        @airlock_task
+        @deduplicate
+        def send_receipt(order_id): ...
+
     Args:
         using: The database holding the ``airlock_processed_intent`` table.
         id_of: Returns the id from the task's arguments; default
@@ -86,8 +104,9 @@ def deduplicate(
             intent_id = id_of(*args, **kwargs) if id_of is not None else current_intent_id()
             if not intent_id:
                 raise RuntimeError(
-                    f"deduplicate: no intent id for this run of {body.__name__}; run it from a Celery task or a "
-                    "Dramatiq actor (with the CurrentMessage middleware), or pass id_of="
+                    f"deduplicate: no intent id for this run of {body.__name__}; run it from a Celery task, a "
+                    "Dramatiq actor (with the CurrentMessage middleware) or a django.tasks task declared with "
+                    "airlock_task (and sent through the outbox), or pass id_of="
                 )
             with transaction.atomic(using=using):
                 if not first_delivery(intent_id, using=using):

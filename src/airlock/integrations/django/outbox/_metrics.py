@@ -16,6 +16,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
 
+from airlock.integrations.django.outbox import _background
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY
 from airlock.integrations.django.outbox._relay import outbox_stats
 
@@ -47,6 +48,33 @@ class OutboxMetrics:
         )
         meter.create_observable_gauge("airlock.outbox.dead", [self._dead], "{message}", "Dead-lettered rows")
         meter.create_observable_gauge("airlock.outbox.held", [self._held], "{message}", "Rows held for a person")
+        # The background publisher of this process: its hand-off, and how long rows wait in it.
+        meter.create_observable_gauge(
+            "airlock.outbox.handoff.depth", [self._depth], "{message}", "Rows waiting for the background publisher"
+        )
+        meter.create_observable_counter(
+            "airlock.outbox.handoff.overflowed",
+            [self._overflowed],
+            "{message}",
+            "Rows published inline because the hand-off was full",
+        )
+        self.commit_to_publish = meter.create_histogram(
+            "airlock.outbox.commit_to_publish", "s", "Time from a scope's commit to the publish of its rows"
+        )
+        _background.latency_observers.append(self.commit_to_publish.record)
+
+    def close(self) -> None:
+        """Stop recording the background publisher's latencies into this meter."""
+        if self.commit_to_publish.record in _background.latency_observers:
+            _background.latency_observers.remove(self.commit_to_publish.record)
+
+    def _depth(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        publisher = _background.background_publisher()
+        yield metrics.Observation(0 if publisher is None else publisher.depth)
+
+    def _overflowed(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        publisher = _background.background_publisher()
+        yield metrics.Observation(0 if publisher is None else publisher.overflowed)
 
     def _observe(self, pick: Any) -> Iterable[metrics.Observation]:
         for alias in self.databases:

@@ -12,9 +12,14 @@ from django.utils.module_loading import import_string  # type: ignore[import-unt
 __all__ = ["DEFAULTS", "OutboxOptions", "configure_outbox", "outbox_options"]
 
 DEFAULTS: dict[str, Any] = {
-    "FAST_PATH": True,  # publish right after the commit, from the process that wrote the rows
+    # After the commit, the process that wrote the rows publishes them: "background" (a
+    # publisher thread; the response does not wait), "inline" (before the response), or "off"
+    # (the relay does it all). True means the default, False means "off".
+    "FAST_PATH": "background",
     "FAST_PATH_DEADLINE": 2.0,  # seconds the fast path may spend; the rest is left to the relay
     "FAST_PATH_PAUSE": 5.0,  # seconds the fast path leaves everything to the relay after a broker failure
+    "HANDOFF_LIMIT": 10_000,  # rows waiting for the background publisher; past it a request publishes inline
+    "DRAIN_TIMEOUT": 5.0,  # seconds the background publisher may drain at exit; the rest is left to the relay
     "BATCH_SIZE": 200,  # rows a relay claims at once
     "LEASE": 60.0,  # seconds a claim lasts; a relay that died is replaced after it
     "MAX_ATTEMPTS": 8,  # real failures before a row is dead-lettered
@@ -76,7 +81,8 @@ def configure_outbox(value: Any) -> OutboxOptions:
             raise ImproperlyConfigured(
                 f"settings.AIRLOCK['OUTBOX'][{key!r}] must be a number of seconds >= 0; got {values[key]!r}"
             )
-    for key in ("BATCH_SIZE", "MAX_ATTEMPTS"):
+    values["FAST_PATH"] = _fast_path(values["FAST_PATH"])
+    for key in ("BATCH_SIZE", "MAX_ATTEMPTS", "HANDOFF_LIMIT"):
         if not (isinstance(values[key], int) and values[key] >= 1):
             raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be an int >= 1; got {values[key]!r}")
     tasks = {path: _imported("TASKS", path) for path in _paths("TASKS", values["TASKS"])}
@@ -92,6 +98,23 @@ def outbox_options() -> OutboxOptions:
 
         return configure_outbox((getattr(settings, "AIRLOCK", None) or {}).get("OUTBOX"))
     return _current
+
+
+FAST_PATHS = ("background", "inline", "off")
+
+
+def _fast_path(value: Any) -> str:
+    if value is True:
+        return "background"
+    if value is False or value is None:
+        return "off"
+    if value in FAST_PATHS:
+        return str(value)
+    close = difflib.get_close_matches(str(value), FAST_PATHS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ImproperlyConfigured(
+        f"settings.AIRLOCK['OUTBOX']['FAST_PATH'] must be 'background', 'inline' or 'off'; got {value!r}{hint}"
+    )
 
 
 def _paths(key: str, value: Any) -> list[str]:

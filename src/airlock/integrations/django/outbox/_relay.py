@@ -22,19 +22,30 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from django.db import connections, transaction  # type: ignore[import-untyped]  # Django ships no type hints
 
+from airlock._signal import Signal
 from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, SENT, STATES, OutboxMessage
 from airlock.integrations.django.outbox._options import outbox_options
 from airlock.integrations.django.outbox._publish import Message, publish
 from airlock.integrations.django.outbox._store import TABLE, for_ids
+from airlock.signals.outbox import (
+    relay_batch,
+    relay_paused,
+    relay_started,
+    relay_stopped,
+    row_dead,
+    row_failed,
+    rows_held,
+)
 
 __all__ = ["Pass", "Relay", "outbox_stats", "purge", "requeue"]
 
@@ -132,23 +143,36 @@ class Relay:
 
     def run(self) -> None:
         """Serve until :meth:`stop`: drain, then poll; pause while the broker is unreachable."""
-        _log.info("airlock relay %s serving %s", self.id, ", ".join(self.databases))
+        _tell(
+            self,
+            relay_started,
+            logging.INFO,
+            "airlock relay %s serving %s",
+            self.id,
+            ", ".join(self.databases),
+            databases=list(self.databases),
+        )
         while not self._stop.is_set():
             done = self.run_once()
             if done.unreachable is not None:
                 self._pause = min(self.backoff_max, max(0.25, self._pause * 2))
-                _log.warning(
+                _tell(
+                    self,
+                    relay_paused,
+                    logging.WARNING,
                     "airlock relay %s: the broker is unreachable (%s); pausing %.2fs without spending attempts",
                     self.id,
                     done.unreachable,
                     self._pause,
+                    error=done.unreachable,
+                    seconds=self._pause,
                 )
                 self._stop.wait(self._pause)
                 continue
             self._pause = 0.0
             if not (done.sent or done.failed):
                 self._stop.wait(self.poll)
-        _log.info("airlock relay %s stopped", self.id)
+        _tell(self, relay_stopped, logging.INFO, "airlock relay %s stopped", self.id)
 
     def run_once(self) -> Pass:
         """Hold stale pending rows, then publish every due row on every database; return the totals.
@@ -173,6 +197,7 @@ class Relay:
         rows = self._claim(alias, token)
         if not rows:
             return Pass()
+        started = monotonic()
         messages, broken = self._messages(rows)
         outcome = publish(messages, stop=self._stop)
         done = Pass(unreachable=outcome.unreachable)
@@ -202,6 +227,16 @@ class Relay:
                 extra_values=[token],
             )
             done.released = len(ids)
+        if relay_batch.receivers:  # a line per batch would flood the stdlib log: the bridge's only
+            relay_batch.emit(
+                self,
+                database=alias,
+                sent=done.sent,
+                failed=done.failed,
+                dead=done.dead,
+                released=done.released,
+                seconds=monotonic() - started,
+            )
         return done
 
     # -- one batch ---------------------------------------------------------------------
@@ -258,7 +293,21 @@ class Relay:
         attempts = row[5] + 1
         text = f"{type(error).__name__}: {error}"[:2000]
         if attempts >= self.max_attempts:
-            _log.error("airlock relay: %s %s dead after %d attempts: %s", row[2], row[1], attempts, text)
+            _tell(
+                self,
+                row_dead,
+                logging.ERROR,
+                "airlock relay: %s %s dead after %d attempts: %s",
+                row[2],
+                row[1],
+                attempts,
+                text,
+                database=connection.alias,
+                intent_id=row[1],
+                task=row[2],
+                attempts=attempts,
+                error=text,
+            )
             _update_ids(
                 connection,
                 [row[0]],
@@ -267,8 +316,22 @@ class Relay:
             )
             return 1
         delay = self.retry_delay(attempts)
-        _log.warning(
-            "airlock relay: %s %s failed (attempt %d), retry in %.1fs: %s", row[2], row[1], attempts, delay, text
+        _tell(
+            self,
+            row_failed,
+            logging.WARNING,
+            "airlock relay: %s %s failed (attempt %d), retry in %.1fs: %s",
+            row[2],
+            row[1],
+            attempts,
+            delay,
+            text,
+            database=connection.alias,
+            intent_id=row[1],
+            task=row[2],
+            attempts=attempts,
+            retry_in=delay,
+            error=text,
         )
         _update_ids(
             connection,
@@ -292,13 +355,27 @@ class Relay:
             )
             held = int(max(cursor.rowcount, 0))
         if held:
-            _log.warning(
+            _tell(
+                self,
+                rows_held,
+                logging.WARNING,
                 "airlock relay: %d row(s) on %r were committed but their scope never decided (its process "
                 "died?); they are held: inspect them, then `manage.py airlock_requeue --held` or purge them",
                 held,
                 alias,
+                database=alias,
+                count=held,
             )
         return held
+
+
+def _tell(relay: Relay, signal: Signal, level: int, text: str, *args: Any, **fields: Any) -> None:
+    """Say what the relay did: on its signal, and in the stdlib log unless the structlog bridge logs it."""
+    if signal.receivers:
+        signal.emit(relay, **fields)
+    bridge = sys.modules.get("airlock.integrations.structlog")
+    if bridge is None or not bridge.is_instrumented():
+        _log.log(level, text, *args)
 
 
 def _update_ids(

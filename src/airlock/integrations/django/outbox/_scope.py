@@ -38,10 +38,11 @@ from django.db import connections  # type: ignore[import-untyped]  # Django ship
 from airlock import Intent, Scope
 from airlock._context import hooks
 from airlock.integrations.django._scope import DjangoScope
+from airlock.integrations.django.outbox._background import Batch, hand_off, release, settle
 from airlock.integrations.django.outbox._carriers import Carrier, carrier_for
-from airlock.integrations.django.outbox._models import HELD, PENDING, READY, SENT
+from airlock.integrations.django.outbox._models import HELD, PENDING, READY
 from airlock.integrations.django.outbox._options import outbox_options
-from airlock.integrations.django.outbox._publish import Message, publish
+from airlock.integrations.django.outbox._publish import Message, Outcome, publish
 from airlock.integrations.django.outbox._store import delete_undecided, encode, insert, set_state
 from airlock.signals import dispatch_failed, intent_dispatched
 from airlock.typing import Policy
@@ -64,8 +65,9 @@ class _Entry:
         self.intent_id = message.intent_id
         self.written = False
 
-    def row(self, state: str, now: float, scope_id: str) -> tuple[Any, ...]:
-        return (self.intent_id, self.name, self.carrier.key, self.payload, state, now, now, scope_id)
+    def row(self, state: str, now: float, scope_id: str, available: float | None = None) -> tuple[Any, ...]:
+        available = now if available is None else available
+        return (self.intent_id, self.name, self.carrier.key, self.payload, state, now, available, scope_id)
 
 
 class OutboxScope(DjangoScope):
@@ -100,6 +102,8 @@ class OutboxScope(DjangoScope):
         self._entries: dict[int, _Entry] = {}
         self._flushed: dict[int, _Entry] = {}
         self._collected: list[Intent] = []
+        # Captured intents whose executor has no carrier (sync_executor): sent as a DjangoScope sends them.
+        self._direct: set[int] = set()
 
     @property
     def outbox(self) -> bool:
@@ -183,8 +187,14 @@ class OutboxScope(DjangoScope):
         for intent in intents:
             entry = entries.pop(id(intent), None)
             if entry is None:
-                # Captured from a scope without the outbox: it gets its row now.
+                # Captured from a scope without the outbox: it gets its row now, unless
+                # that scope chose an executor no carrier serves (sync_executor, which
+                # runs in this process): a captured intent keeps its scope's executor,
+                # so it goes after the commit as a DjangoScope sends it, without a row.
                 route = (self._routes or {}).get(id(intent)) or self._route
+                if not _has_carrier(route):
+                    self._direct.add(id(intent))
+                    continue
                 entry = _prepare(route, intent.task, intent.args, intent.kwargs, intent.dispatch_options)
             self._flushed[id(intent)] = entry
             if entry.written:
@@ -192,11 +202,15 @@ class OutboxScope(DjangoScope):
             else:
                 unwritten.append(entry)
         connection = connections[self._using]
+        now = time()
+        options = outbox_options()
+        # The writer publishes right after the commit: a relay leaves the rows to it
+        # for FAST_PATH_DEADLINE (what the writer cannot publish, it hands back at once).
+        available = now if options["FAST_PATH"] == "off" else now + options["FAST_PATH_DEADLINE"]
         if ready:
-            set_state(connection, ready, READY, only_from=(PENDING, HELD))
+            set_state(connection, ready, READY, only_from=(PENDING, HELD), available_at=available)
         if unwritten:
-            now = time()
-            insert(connection, [entry.row(READY, now, self.id) for entry in unwritten])
+            insert(connection, [entry.row(READY, now, self.id, available) for entry in unwritten])
             for entry in unwritten:
                 entry.written = True
         # The tickets call _release_one: at once for a committed transaction, on
@@ -209,7 +223,8 @@ class OutboxScope(DjangoScope):
             connection.on_commit(self._publish_collected, robust=True)
 
     def _release_one(self, intent: Intent) -> None:
-        if not self._outbox:
+        if not self._outbox or id(intent) in self._direct:
+            self._direct.discard(id(intent))
             super()._release_one(intent)
             return
         self._collected.append(intent)
@@ -222,67 +237,76 @@ class OutboxScope(DjangoScope):
             return
         entries = [self._flushed.pop(id(intent)) for intent in collected]
         options = outbox_options()
-        if not options["FAST_PATH"]:
+        mode = options["FAST_PATH"]
+        if mode == "off":
             return
         override = hooks.executor_override
         messages = [entry.message for entry in entries]
-        if override is None and monotonic() < options.paused_until:
+        for message, intent in zip(messages, collected, strict=True):
+            message.ref = intent
+        if override is not None:  # airlock.testing.capture(): record now, in this thread
+            started = monotonic()
+            outcome = _publish_through(self, override, messages)
+            settle(self._using, outcome)
+            self._report(self, outcome, started)
+            return
+        if monotonic() < options.paused_until:
             _log.info(
                 "airlock outbox: the broker was unreachable moments ago; %d intent(s) left for the relay", len(messages)
             )
+            release(self._using, [message.intent_id for message in messages])
             return
-        for message, intent in zip(messages, collected, strict=True):
-            message.ref = intent
+        if mode == "background" and hand_off(Batch(self, self._using, messages), OutboxScope._report):
+            return
         started = monotonic()
-        if override is not None:
-            outcome = _publish_through(override, messages)
-        else:
-            outcome = publish(messages, deadline=started + options["FAST_PATH_DEADLINE"])
-            if outcome.unreachable is not None:
-                # One request pays for finding the broker down, not every request.
-                options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
-        if outcome.sent:
-            try:
-                set_state(connections[self._using], [m.intent_id for m, _ in outcome.sent], SENT, sent_at=time())
-            except Exception:
-                _log.exception(
-                    "airlock outbox: %d intent(s) were published but could not be marked sent on %r; "
-                    "the relay will publish them again (consumers dedupe by intent id)",
-                    len(outcome.sent),
-                    self._using,
-                )
-        self._report(outcome, started)
+        outcome = publish(messages, deadline=started + options["FAST_PATH_DEADLINE"], sender=self._sender)
+        if outcome.unreachable is not None:
+            # One request pays for finding the broker down, not every request.
+            options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
+        settle(self._using, outcome)
+        self._report(self, outcome, started)
 
-    def _report(self, outcome: Any, started: float) -> None:
-        if intent_dispatched.receivers:
-            for message, result in outcome.sent:
-                intent_dispatched.emit(self, intent=message.ref, result=result)
+    def _sender(self, message: Message) -> Scope:
+        return self
+
+    @staticmethod
+    def _report(scope: Scope, outcome: Any, started: float) -> None:
+        """Log what a fast-path run left for the relay (its signals were sent as it published)."""
         for message, error in outcome.failed:
-            if dispatch_failed.receivers:
-                dispatch_failed.emit(self, intent=message.ref, error=error)
             _log.warning("airlock outbox: %s failed to publish (%s); its row stays for the relay", message.ref, error)
         if outcome.untried:
-            if outcome.unreachable is not None and dispatch_failed.receivers:
-                dispatch_failed.emit(self, intent=outcome.untried[0].ref, error=outcome.unreachable)
             _log.warning(
-                "airlock outbox: %d intent(s) left for the relay after %.3fs (%s)",
+                "airlock outbox: %d intent(s) left for the relay after %.3fs (%s), from %r",
                 len(outcome.untried),
                 monotonic() - started,
                 outcome.unreachable or "fast-path deadline reached",
+                scope,
             )
 
 
-def _publish_through(executor: Callable[[Intent], Any], messages: list[Message]) -> Any:
+def _publish_through(scope: Scope, executor: Callable[[Intent], Any], messages: list[Message]) -> Outcome:
     """``airlock.testing.capture`` (an executor override) records instead of publishing."""
-    from airlock.integrations.django.outbox._publish import Outcome
-
     outcome = Outcome()
     for message in messages:
         try:
-            outcome.sent.append((message, executor(message.ref)))
+            result = executor(message.ref)
         except Exception as error:
+            if dispatch_failed.receivers:
+                dispatch_failed.emit(scope, intent=message.ref, error=error)
             outcome.failed.append((message, error))
+        else:
+            if intent_dispatched.receivers:
+                intent_dispatched.emit(scope, intent=message.ref, result=result)
+            outcome.sent.append((message, result))
     return outcome
+
+
+def _has_carrier(executor: Callable[[Intent], Any]) -> bool:
+    try:
+        carrier_for(executor)
+    except TypeError:
+        return False
+    return True
 
 
 _last_name: tuple[Any, Carrier | None, str] = (object(), None, "")
@@ -302,7 +326,7 @@ def _prepare(
     if remembered_task is not task or remembered_carrier is not carrier:
         name = carrier.name_of(task)
         _last_name = (task, carrier, name)
-    stored_options = dict(options) if options else {}
+    stored_options = carrier.stored_options(task, options)
     payload = encode(name, args, kwargs, stored_options)
     # The message carries the stored arguments, not the live ones: the fast path
     # and the relay send the same thing, whatever the caller mutates later.

@@ -1,0 +1,299 @@
+"""The background publisher: the outbox's fast path, off the request's path.
+
+With ``FAST_PATH = "background"`` (the default), a committed scope hands its
+ready rows to one publisher thread of this process and returns: the response
+does not wait for the broker. The rows are already committed as ``ready``, so
+the hand-off is only a shortcut: if the thread is slow, the broker is down, or
+the process dies, the relay publishes them, and the intent id lets consumers
+drop the rare duplicate.
+
+- **Order.** The thread takes batches in the order they were handed over, and
+  one scope's rows are one batch, so they go out in enqueue order.
+- **Batching.** Everything waiting is published in one run, over one
+  connection per carrier, and marked ``sent`` in one ``UPDATE`` per database.
+- **Bounded.** At most ``HANDOFF_LIMIT`` rows wait. A batch that does not fit
+  is refused, and the caller publishes it inline (``handoff_full`` says so).
+- **Forks.** A publisher belongs to the process that started it: a child
+  (gunicorn ``--preload``, a Celery prefork child) starts its own on its first
+  commit, and never publishes what the parent had queued.
+- **Exit.** At interpreter exit (``atexit``; gunicorn and uvicorn turn SIGTERM
+  into one), the publisher drains for at most ``DRAIN_TIMEOUT`` seconds; a
+  process whose SIGTERM is unhandled gets the same drain before it dies.
+  What is not published by then stays ``ready`` for the relay.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic, time
+from typing import Any
+
+from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
+
+from airlock.integrations.django.outbox._models import SENT
+from airlock.integrations.django.outbox._options import outbox_options
+from airlock.integrations.django.outbox._publish import Message, Outcome, publish
+from airlock.integrations.django.outbox._store import TABLE, for_ids, set_state
+from airlock.signals.outbox import handoff_full
+
+__all__ = ["Batch", "Publisher", "background_publisher", "hand_off", "release", "settle"]
+
+_log = logging.getLogger("airlock.integrations.django.outbox")
+
+# Called with each batch's commit-to-publish time in seconds (OutboxMetrics records them).
+latency_observers: list[Callable[[float], None]] = []
+
+
+class Batch:
+    """One scope's ready rows, in enqueue order, on one database."""
+
+    __slots__ = ("committed", "messages", "scope", "using")
+
+    def __init__(self, scope: Any, using: str, messages: list[Message]) -> None:
+        self.scope = scope
+        self.using = using
+        self.messages = messages
+        self.committed = monotonic()
+
+
+def settle(using: str, outcome: Outcome) -> None:
+    """Mark what ``outcome`` sent as ``sent`` in one statement, and hand the rest to the relay now.
+
+    A fast path's rows are written with ``available_at`` a ``FAST_PATH_DEADLINE``
+    ahead, so a relay does not publish them while their writer is about to; what
+    the writer could not publish becomes the relay's at once. A failure to mark
+    leaves the rows to the relay, which publishes them again (consumers dedupe).
+    """
+    connection = connections[using]
+    if outcome.sent:
+        try:
+            set_state(connection, [message.intent_id for message, _ in outcome.sent], SENT, sent_at=time())
+        except Exception:
+            _log.exception(
+                "airlock outbox: %d intent(s) were published but could not be marked sent on %r; "
+                "the relay will publish them again (consumers dedupe by intent id)",
+                len(outcome.sent),
+                using,
+            )
+    left = [message.intent_id for message in outcome.untried] + [message.intent_id for message, _ in outcome.failed]
+    if left:
+        release(using, left)
+
+
+def release(using: str, intent_ids: list[str]) -> None:
+    """Let the relay take these ready rows at once (their writer will not publish them)."""
+    with contextlib.suppress(Exception):  # if this fails too, the relay takes them after the grace
+        for_ids(connections[using], f"UPDATE {TABLE} SET available_at = %s", [time()], intent_ids)
+
+
+class Publisher:
+    """This process's publisher thread and its bounded hand-off.
+
+    Args:
+        limit: Rows that may wait; a batch that would go over is refused.
+        report: Called in the thread with each batch's scope, outcome and start
+            time (the scope's own reporting: signals and log lines).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, limit: int, report: Callable[[Any, Outcome, float], None]) -> None:
+        self.pid = os.getpid()
+        self.limit = limit
+        self.published = 0  # rows this publisher sent
+        self.overflowed = 0  # rows refused because the hand-off was full
+        self._report = report
+        self._ready = threading.Condition()
+        self._batches: deque[Batch] = deque()
+        self._queued = 0  # rows in _batches
+        self._in_hand = 0  # rows the thread took and is publishing
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="airlock-outbox-publisher", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<airlock outbox Publisher pid={self.pid} depth={self.depth}>"
+
+    @property
+    def depth(self) -> int:
+        """Rows handed over and not yet published (or given up to the relay)."""
+        return self._queued + self._in_hand
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def submit(self, batch: Batch, limit: int | None = None) -> bool:
+        """Queue ``batch``; ``False`` (nothing queued) if it does not fit or the publisher is closed."""
+        rows = len(batch.messages)
+        limit = self.limit if limit is None else limit
+        with self._ready:
+            if self._closed or self._queued + self._in_hand + rows > limit:
+                self.overflowed += rows
+                return False
+            self._batches.append(batch)
+            self._queued += rows
+            self._ready.notify()
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until nothing is waiting; whether that happened."""
+        end = monotonic() + timeout
+        with self._ready:
+            while self._queued or self._in_hand:
+                left = end - monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._ready.wait(left)
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Drain for up to ``timeout`` seconds, then stop; what is left stays ready for the relay."""
+        drained = self.drain(timeout)
+        with self._ready:
+            self._closed = True
+            left = self._queued + self._in_hand
+            self._batches.clear()
+            self._queued = 0
+            self._ready.notify_all()
+        if left:
+            _log.warning("airlock outbox: %d intent(s) left for the relay at exit", left)
+        return drained
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._batches and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                batches = list(self._batches)
+                self._batches.clear()
+                self._in_hand, self._queued = self._queued, 0
+            try:
+                self._publish(batches)
+            except Exception:  # the rows are ready in the database: the relay has them
+                _log.exception("airlock outbox: the background publisher failed; the relay will publish its rows")
+            finally:
+                with self._ready:
+                    self._in_hand = 0
+                    idle = not self._batches
+                    self._ready.notify_all()
+                if idle:  # as Django does after a request: CONN_MAX_AGE decides what stays open
+                    _close_obsolete({batch.using for batch in batches})
+
+    def _publish(self, batches: list[Batch]) -> None:
+        options = outbox_options()
+        if monotonic() < options.paused_until:
+            _log.info(
+                "airlock outbox: the broker was unreachable moments ago; %d intent(s) left for the relay",
+                sum(len(batch.messages) for batch in batches),
+            )
+            for batch in batches:
+                release(batch.using, [message.intent_id for message in batch.messages])
+            return
+        _close_obsolete({batch.using for batch in batches})
+        started = monotonic()
+        messages = [message for batch in batches for message in batch.messages]
+        senders = {id(message): batch.scope for batch in batches for message in batch.messages}
+        outcome = publish(
+            messages, deadline=started + options["FAST_PATH_DEADLINE"], sender=lambda message: senders.get(id(message))
+        )
+        if outcome.unreachable is not None:
+            options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
+        self.published += len(outcome.sent)
+        done = monotonic()
+        for batch in batches:
+            part = _part_of(outcome, batch)
+            settle(batch.using, part)
+            if part.sent:
+                for observe in latency_observers:
+                    observe(done - batch.committed)
+            self._report(batch.scope, part, started)
+
+
+def _close_obsolete(aliases: set[str]) -> None:
+    for using in aliases:
+        with contextlib.suppress(Exception):
+            connections[using].close_if_unusable_or_obsolete()
+
+
+def _part_of(outcome: Outcome, batch: Batch) -> Outcome:
+    """The share of one run's outcome that belongs to one batch."""
+    mine = {id(message) for message in batch.messages}
+    return Outcome(
+        sent=[pair for pair in outcome.sent if id(pair[0]) in mine],
+        failed=[pair for pair in outcome.failed if id(pair[0]) in mine],
+        untried=[message for message in outcome.untried if id(message) in mine],
+        unreachable=outcome.unreachable,
+    )
+
+
+_publisher: Publisher | None = None
+_lock = threading.Lock()
+
+
+def background_publisher() -> Publisher | None:
+    """This process's background publisher, or ``None`` if it has not started (or this is a fork).
+
+    .. versionadded:: 0.1
+    """
+    publisher = _publisher
+    if publisher is None or publisher.pid != os.getpid():
+        return None
+    return publisher
+
+
+def hand_off(batch: Batch, report: Callable[[Any, Outcome, float], None]) -> bool:
+    """Give ``batch`` to this process's publisher (starting it); ``False`` if it is full."""
+    global _publisher
+    publisher = background_publisher()
+    if publisher is None:
+        with _lock:
+            publisher = background_publisher()
+            if publisher is None:
+                publisher = _publisher = Publisher(outbox_options()["HANDOFF_LIMIT"], report)
+                _drain_at_exit(publisher)
+    if publisher.submit(batch, outbox_options()["HANDOFF_LIMIT"]):
+        return True
+    if handoff_full.receivers:
+        handoff_full.emit(batch.scope, rows=len(batch.messages), depth=publisher.depth)
+    return False
+
+
+def _drain_at_exit(publisher: Publisher) -> None:
+    def at_exit() -> None:
+        if background_publisher() is publisher:
+            publisher.close(outbox_options()["DRAIN_TIMEOUT"])
+
+    atexit.register(at_exit)
+    # A process that leaves SIGTERM to the default (death) drains first; servers
+    # that handle SIGTERM themselves exit through atexit above.
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _drain_then_die)
+
+
+def _drain_then_die(number: int, frame: Any) -> None:
+    publisher = background_publisher()
+    if publisher is not None:
+        publisher.close(outbox_options()["DRAIN_TIMEOUT"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _forget_in_child() -> None:
+    global _publisher, _lock
+    _publisher = None
+    _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

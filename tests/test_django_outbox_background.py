@@ -1,0 +1,377 @@
+"""The background publisher: the fast path off the request's path, bounded, fork-safe, drained at exit.
+
+Runs on PostgreSQL, and with AIRLOCK_TEST_DB=sqlite or =mariadb on those. In-process
+tests use Celery's in-memory transport (real kombu code); the exit tests run a child
+process against a Redis of their own (never the shared one).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
+import airlock
+from airlock.integrations.django.outbox import (
+    READY,
+    SENT,
+    Carrier,
+    OutboxScope,
+    Relay,
+    background_publisher,
+    configure_outbox,
+    handoff_full,
+    outbox_options,
+    register_carrier,
+)
+from airlock.integrations.executors.celery import celery_executor
+from tests.djangoproject.checks import require_database
+from tests.outbox_process import environment
+from tests.outbox_support import make_app, memory_messages, memory_record, rows, settle, states
+from tests.own_redis import OwnRedis, own_redis
+
+require_database()
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUE = "airlock-outbox-background"
+
+
+@pytest.fixture(autouse=True)
+def outbox() -> Iterator[None]:
+    configure_outbox({})  # the default: background
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    memory_messages()
+    yield
+    settle()
+    configure_outbox(None)
+
+
+class Gate(Carrier):
+    """A carrier whose sends wait until the test opens the gate; it notes what it sent, and in which thread."""
+
+    key = "gate"
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.sent: list[tuple[Any, str]] = []
+
+    def name_of(self, task: Any) -> str:
+        return f"gate.{task.__name__}"
+
+    def resolve(self, name: str) -> Any:
+        return job
+
+    def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        assert self.open.wait(10), "the test never opened the gate"
+        self.sent.append((args[0], threading.current_thread().name))
+        return intent_id
+
+
+def job(value: Any) -> Any:
+    return value
+
+
+def gate_executor(intent: Any) -> Any:
+    raise AssertionError("the outbox publishes through the carrier")
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    carrier = Gate()
+    register_carrier(gate_executor, carrier)
+    yield carrier
+    carrier.open.set()
+    settle()
+
+
+def test_the_scope_returns_before_the_publish_and_the_publisher_thread_sends_in_order(gate):
+    with airlock.scope(executor=gate_executor), transaction.atomic():
+        for number in range(5):
+            airlock.enqueue(job, number)
+    # The scope has ended, and nothing is published yet: the publisher waits at the gate.
+    publisher = background_publisher()
+    assert publisher is not None and publisher.depth == 5
+    assert gate.sent == []
+    assert [state for _, _, state in _raw_rows()] == [READY] * 5
+    gate.open.set()
+    settle()
+    assert gate.sent == [(number, "airlock-outbox-publisher") for number in range(5)]
+    assert states() == [SENT] * 5
+    assert publisher.depth == 0
+
+
+def test_many_scopes_from_many_threads_each_keep_their_order():
+    def request(worker: int) -> None:
+        try:
+            for round_ in range(5):
+                with airlock.scope(), transaction.atomic():
+                    for number in range(4):
+                        airlock.enqueue(memory_record, worker, round_, number)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+    threads = [threading.Thread(target=request, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    messages = memory_messages()
+    assert len(messages) == 80
+    assert len({task_id for task_id, _, _ in messages}) == 80
+    seen: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
+    for _, (worker, round_, number), _ in messages:
+        seen[(worker, round_)].append(number)
+    assert all(numbers == [0, 1, 2, 3] for numbers in seen.values())  # one scope's rows in enqueue order
+    assert states() == [SENT] * 80
+
+
+def test_a_full_hand_off_publishes_inline_and_says_so(gate):
+    configure_outbox({"HANDOFF_LIMIT": 3})
+    heard = []
+
+    def on_full(sender: Any, **kwargs: Any) -> None:
+        heard.append((sender, kwargs))
+
+    handoff_full.connect(on_full)
+    try:
+        with airlock.scope(executor=gate_executor), transaction.atomic():
+            for number in range(3):
+                airlock.enqueue(job, number)  # fills the hand-off; the publisher waits at the gate
+        publisher = background_publisher()
+        assert publisher is not None and publisher.depth == 3
+        done = threading.Event()
+
+        def second_request() -> None:
+            from django.db import connections
+
+            try:
+                with airlock.scope(executor=gate_executor) as scope, transaction.atomic():
+                    airlock.enqueue(job, "inline")
+                heard.append(("scope", scope))
+                done.set()
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=second_request)
+        thread.start()
+        time.sleep(0.2)
+        assert not done.is_set()  # it publishes inline, so it waits for the broker (the gate) itself
+        gate.open.set()
+        thread.join(10)
+        assert done.is_set()
+    finally:
+        handoff_full.disconnect(on_full)
+    (sender, kwargs), (_, scope) = heard
+    assert sender is scope and kwargs == {"rows": 1, "depth": 3}
+    assert ("inline", thread.name) in gate.sent  # sent by the request's own thread
+    assert publisher.overflowed == 1
+    settle()
+    assert states() == [SENT] * 4
+
+
+def test_inline_publishes_before_the_scope_returns_and_off_leaves_all_to_the_relay():
+    configure_outbox({"FAST_PATH": "inline"})
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "inline")
+    assert [state for _, _, state in _raw_rows()] == [SENT]
+    configure_outbox({"FAST_PATH": "off"})
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "off")
+    assert [state for _, _, state in _raw_rows()] == [SENT, READY]
+    assert Relay(databases=["default"]).run_once().sent == 1  # available at once: nobody else will publish it
+    assert [args for _, args, _ in memory_messages()] == [["inline"], ["off"]]
+
+
+def test_a_relay_leaves_a_fresh_row_to_its_writer_for_the_fast_path_deadline(gate):
+    with airlock.scope(executor=gate_executor), transaction.atomic():
+        airlock.enqueue(job, "fresh")
+    assert Relay(databases=["default"]).run_once().sent == 0  # its writer is about to publish it
+    gate.open.set()
+    settle()
+    assert states() == [SENT]
+    assert gate.sent == [("fresh", "airlock-outbox-publisher")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, "background"), (False, "off"), (None, "off"), ("inline", "inline"), ("background", "background")],
+)
+def test_fast_path_values(value, expected):
+    assert configure_outbox({"FAST_PATH": value})["FAST_PATH"] == expected
+
+
+def test_a_misspelt_fast_path_says_what_it_may_be():
+    with pytest.raises(ImproperlyConfigured, match=r"'background', 'inline' or 'off'; got 'backgroud' \(did you mean"):
+        configure_outbox({"FAST_PATH": "backgroud"})
+    with pytest.raises(ImproperlyConfigured, match="HANDOFF_LIMIT"):
+        configure_outbox({"HANDOFF_LIMIT": 0})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_publisher_and_never_sends_the_parents_rows(gate):
+    with airlock.scope(executor=gate_executor), transaction.atomic():
+        airlock.enqueue(job, "parent's")
+    parent = background_publisher()
+    assert parent is not None and parent.depth == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            from airlock.integrations.django.outbox import _background
+
+            gate.open.set()
+            time.sleep(0.2)  # the parent's batch, copied into this process, must not go
+            report = f"{background_publisher() is None} {_background._publisher is None} {len(gate.sent)}"
+        except BaseException as error:  # pragma: no cover - reported to the parent
+            report = repr(error)
+        os.write(write, report.encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == "True True 0"
+    assert os.waitstatus_to_exitcode(status) == 0
+    gate.open.set()
+    settle()
+    assert gate.sent == [("parent's", "airlock-outbox-publisher")]  # once, by the parent
+
+
+# -- at exit, in a process of its own, on a Redis of its own ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OwnRedis]:
+    with own_redis() as started:
+        yield started
+
+
+def _exit_child(server: OwnRedis, count: int, **extra: Any) -> subprocess.CompletedProcess[str]:
+    from django.db import connections
+
+    names = {alias: connections[alias].settings_dict["NAME"] for alias in ("default", "other")}
+    env = environment(names, server.url, f"outbox_bg_{server.port}", QUEUE, count=count, **extra)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.outbox_process", "exit"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _queued(server: OwnRedis) -> collections.Counter[str]:
+    return collections.Counter(server.queued_ids(QUEUE))
+
+
+def _clear(server: OwnRedis) -> None:
+    server.client().delete(QUEUE)
+
+
+def test_a_normal_exit_drains_the_publisher(server):
+    _clear(server)
+    finished = _exit_child(server, 50)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("handed ")
+    assert states() == [SENT] * 50  # published and marked by the atexit drain
+    counts = _queued(server)
+    assert set(counts) == {intent_id for intent_id, _, _ in rows()} and set(counts.values()) == {1}
+
+
+def test_an_unhandled_sigterm_drains_then_dies_by_it(server):
+    _clear(server)
+    finished = _exit_child(server, 50, end="sigterm")
+    assert finished.returncode == -signal.SIGTERM, finished.stderr
+    assert states() == [SENT] * 50
+    assert set(_queued(server).values()) == {1}
+
+
+def test_what_the_drain_cannot_publish_by_its_deadline_stays_for_the_relay(server):
+    _clear(server)
+    celery_app, _ = make_app(f"outbox_bg_{server.port}", server.url, QUEUE)
+    server.freeze()
+    try:
+        started = time.monotonic()
+        finished = _exit_child(server, 5, options='{"DRAIN_TIMEOUT": 0.5}')
+        took = time.monotonic() - started
+    finally:
+        server.thaw()
+    assert finished.returncode == 0, finished.stderr
+    assert "left for the relay at exit" in finished.stderr
+    assert took < 20, took  # the drain's deadline, not the frozen broker, ended the process
+    assert states() == [READY] * 5
+    later = outbox_options()["FAST_PATH_DEADLINE"]
+    done = Relay(databases=["default"], clock=lambda: time.time() + later).run_once()
+    assert done.sent == 5
+    assert set(_queued(server).values()) == {1}
+    celery_app.pool.force_close_all()
+
+
+def _raw_rows() -> list[tuple[str, str, str]]:
+    """The rows as they are now, without waiting for the publisher."""
+    from airlock.integrations.django.outbox import OutboxMessage
+
+    return list(OutboxMessage.objects.order_by("id").values_list("intent_id", "task", "state"))
+
+
+# -- seeing it: spans in the enqueue-time trace, hand-off metrics ------------------------------------
+
+
+def test_the_dispatch_span_is_in_the_enqueue_time_trace_and_held_until_the_real_publish(gate):
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from airlock.integrations.django.outbox._metrics import OutboxMetrics
+    from tests.otel_support import instrumented
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with instrumented() as telemetry:
+        metrics = OutboxMetrics(meter_provider=provider, databases=["default"])
+        try:
+            tracer = telemetry.tracer_provider.get_tracer("test")
+            with tracer.start_as_current_span("request") as request:
+                with airlock.scope(executor=gate_executor), transaction.atomic():
+                    airlock.enqueue(job, "traced")
+            points = _points(reader)
+            assert [point.value for point in points["airlock.outbox.handoff.depth"]] == [1]
+            time.sleep(0.1)  # held in the hand-off
+            gate.open.set()
+            settle()
+            send = telemetry.one("send job")
+            assert send.context.trace_id == request.get_span_context().trace_id
+            (ended,) = telemetry.named("request")
+            # The request ended first; the send span covers the real publish, 100 ms later.
+            assert send.end_time - ended.end_time >= 100_000_000
+            assert send.attributes["airlock.intent.held_ms"] >= 0
+            assert send.kind == trace.SpanKind.PRODUCER
+            points = _points(reader)
+            (latency,) = points["airlock.outbox.commit_to_publish"]
+            assert latency.count == 1 and latency.sum >= 0.1
+        finally:
+            metrics.close()
+            provider.shutdown()
+
+
+def _points(reader: Any) -> dict[str, list[Any]]:
+    points: dict[str, list[Any]] = {}
+    for resource_metrics in reader.get_metrics_data().resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
