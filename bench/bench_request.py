@@ -137,7 +137,7 @@ def _seconds(text: str) -> float:
 
 
 def _load(db: str, prefix: str, queue: str, variant: str, seconds: int, connections: int) -> dict[str, Any]:
-    from tests.servers.harness import Processes, environment, psql
+    from tests.servers.harness import Processes, environment, psql, wait_until_due
 
     token = uuid.uuid4().hex[:12]
     mode = "background" if variant == "background" else "inline"
@@ -153,6 +153,7 @@ def _load(db: str, prefix: str, queue: str, variant: str, seconds: int, connecti
         server.wait(60)
         left = psql(db, "SELECT count(*) FROM airlock_outbox WHERE state <> 'sent'")[0][0]
         if variant == "background":
+            wait_until_due(db)
             relay = processes.command(env, "airlock_relay", "--once")
             assert relay.returncode == 0, relay.stderr[-2000:]
     orders = psql(db, "SELECT count(*) FROM shop_order WHERE sku = %s", [token])[0][0]

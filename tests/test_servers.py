@@ -45,6 +45,7 @@ from tests.servers.harness import (
     new_token,
     outbox_rows,
     wait_for_deliveries,
+    wait_until_due,
 )
 from tests.servers.keys import delivered_key
 
@@ -95,7 +96,9 @@ def urls(server: Server, token: str, path: str = "/order/", count: int = REQUEST
     return [f"{server.url}{path}?token={token}"] * count
 
 
-def relay_once(processes: Processes, db: str, broker: OwnRedis) -> str:
+def relay_once(processes: Processes, db: str, broker: OwnRedis, token: str) -> str:
+    """``airlock_relay --once``, once the rows of ``token`` are due (after their writer's grace)."""
+    wait_until_due(db, token)
     done = processes.command(env(db, broker, "inline"), "airlock_relay", "--once")
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -169,7 +172,7 @@ def test_a_management_command_sends_its_tasks_before_it_exits(mode, db, broker, 
     observed(f"management command {mode}, normal exit", left)
     if mode == "off":  # everything is the relay's
         assert left == {"ready": 4 * TASKS}
-        relay_once(processes, db, broker)
+        relay_once(processes, db, broker, token)
     else:
         assert left == {"sent": 4 * TASKS}, done.stderr[-3000:]
     assert_each_ran_once(db, broker, token, 4 * TASKS)
@@ -210,28 +213,55 @@ def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_st
     left = states(db, token)
     observed(f"celery prefork {mode}, SIGTERM right after the runs", left)
     assert set(left) <= {"ready", "sent"}, left
-    relay_once(processes, db, broker)  # what the worker did not publish before it exited
+    relay_once(processes, db, broker, token)  # what the worker did not publish before it exited
     assert_each_ran_once(db, broker, token, 4 * TASKS, duplicates_allowed=mode == "background")
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_preload_forks_workers_that_each_publish_with_a_publisher_of_their_own(mode, db, broker, processes):
+PRELOAD = [
+    pytest.param("inline", "idle"),
+    pytest.param("background", "idle"),
+    pytest.param(
+        "background",
+        "busy",
+        marks=pytest.mark.xfail(
+            reason="a fork while the master's publisher thread is mid-publish (a lazy import of kombu's transport, "
+            "say) leaves the child a half-imported module and its publishes fail; needs a before-fork hook "
+            "that waits for the publisher to be idle",
+            strict=False,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("mode", "master"), PRELOAD)
+def test_preload_forks_workers_that_each_publish_with_a_publisher_of_their_own(mode, master, db, broker, processes):
     token = new_token()
     server = processes.serve(
-        "gunicorn-sync", {**env(db, broker, mode), "AIRLOCK_SERVERS_WARM": "1"}, workers=2, preload=True
-    )
+        "gunicorn-sync", {**env(db, broker, mode, DRAIN_TIMEOUT=1.0), "AIRLOCK_SERVERS_WARM": master}, workers=2,
+        preload=True,
+    )  # fmt: skip
     answers = [json.loads(body) for body in get_many(urls(server, token, "/publisher/", 24), concurrency=6)]
     by_pid = {answer["pid"]: answer for answer in answers}
     assert len(by_pid) == 2, f"both workers should have answered: {sorted(by_pid)}"
     assert server.process.pid not in by_pid
-    publishers = [answer for answer in by_pid.values() if answer["publisher"] is not None]
-    if mode == "background" and publishers:
-        threads = [thread for answer in publishers for thread in answer["threads"]]
-        assert threads and all(thread["alive"] for thread in threads), threads
-        native = [thread["native_id"] for thread in threads]
-        assert len(set(native)) == len(native), f"two workers share a publisher thread: {threads}"
+    publishers = collections.defaultdict(set)
+    for answer in answers:  # a worker's first answer may come before its first hand-off
+        if answer["publisher"] is not None:
+            publishers[answer["pid"]].add(json.dumps(answer["publisher"], sort_keys=True))
+    if mode == "background":
+        # Each worker has one live publisher thread of its own, started after the fork (the
+        # master started one at import, before it forked: a child never uses that one).
+        assert sorted(publishers) == sorted(by_pid), publishers
+        found = {pid: [json.loads(p) for p in seen] for pid, seen in publishers.items()}
+        assert all(len(seen) == 1 for seen in found.values()), found
+        assert all(seen[0]["pid"] == pid and seen[0]["alive"] for pid, seen in found.items()), found
+        threads = {seen[0]["thread"] for seen in found.values()}
+        assert len(threads) == 2, f"two workers share a publisher thread: {found}"
+    else:
+        assert not publishers, "inline: no publisher thread"
     server.signal(signal.SIGTERM)
     server.wait()
+    assert states(db, token) == {"sent": len(answers) * TASKS}, server.log()[-3000:]
     assert_each_ran_once(db, broker, token, len(answers) * TASKS)
     # The master's own hand-off, before it forked, went out too.
     assert "sent" in states(db, "warm-up")
@@ -263,7 +293,7 @@ def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_rela
     observed(f"gunicorn sync {mode}, broker hung, SIGTERM to the {target}", left)
     assert sum(left.values()) == 6 * TASKS
     assert set(left) <= {"ready", "sent"}, left
-    relay_once(processes, db, broker)
+    relay_once(processes, db, broker, token)
     # Writes sent into the frozen broker's socket before the exit reach it once it
     # thaws, unacknowledged: the relay sends those rows again, and the consumer drops them.
     assert_each_ran_once(db, broker, token, 6 * TASKS, duplicates_allowed=True)
@@ -294,5 +324,5 @@ def test_sigkill_of_the_workers_right_after_their_responses_loses_nothing(mode, 
     left = states(db, token)
     observed(f"gunicorn sync {mode}, SIGKILL right after the responses", left)
     assert sum(left.values()) == 16 * TASKS
-    relay_once(processes, db, broker)
+    relay_once(processes, db, broker, token)
     assert_each_ran_once(db, broker, token, 16 * TASKS, duplicates_allowed=True)

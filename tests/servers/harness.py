@@ -38,6 +38,7 @@ __all__ = [
     "new_token",
     "outbox_rows",
     "psql",
+    "wait_until_due",
 ]
 
 
@@ -97,6 +98,24 @@ def outbox_rows(db: str, token: str) -> dict[str, str]:
     """intent id -> state of every outbox row whose task carries ``token``."""
     rows = psql(db, "SELECT intent_id, state FROM airlock_outbox WHERE payload LIKE %s", [f'[["{token}",%'])
     return dict(rows)  # type: ignore[arg-type]
+
+
+def wait_until_due(db: str, token: str | None = None) -> float:
+    """Sleep until every ready row (of ``token``) is due for the relay; the seconds slept.
+
+    A fast path writes its rows due ``FAST_PATH_DEADLINE`` ahead, so that a relay
+    leaves them to their writer meanwhile; a writer that died leaves them to the
+    relay only after that grace.
+    """
+    query = "SELECT max(available_at) FROM airlock_outbox WHERE state = 'ready'"
+    params: list[Any] = []
+    if token is not None:
+        query += " AND payload LIKE %s"
+        params.append(f'[["{token}",%')
+    latest = psql(db, query, params)[0][0]
+    wait = 0.0 if latest is None else max(0.0, latest - time.time() + 0.05)
+    time.sleep(wait)
+    return wait
 
 
 class Server:

@@ -7,7 +7,6 @@ the deliveries of its own requests only.
 from __future__ import annotations
 
 import os
-import threading
 
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -67,25 +66,27 @@ def publisher(request: HttpRequest) -> JsonResponse:
 
 
 def describe_publisher() -> dict[str, object]:
-    """The process's background publisher, as far as it can be seen from outside."""
-    try:
-        from airlock.integrations.django.outbox import background_publisher  # type: ignore[attr-defined]
-    except ImportError:  # the outbox without background publishing
-        return {"publisher": None}
+    """This process's background publisher: its pid and its thread, as seen from this process."""
+    from airlock.integrations.django.outbox import background_publisher
+
     found = background_publisher()
     if found is None:
         return {"publisher": None}
-    threads = [
-        {"name": thread.name, "native_id": thread.native_id, "alive": thread.is_alive()}
-        for thread in threading.enumerate()
-        if "airlock" in thread.name.lower()
-    ]
-    return {"publisher": id(found), "depth": found.depth, "threads": threads}
+    thread = found.thread
+    return {
+        "publisher": {"pid": found.pid, "thread": thread.native_id, "alive": thread.is_alive(), "name": thread.name},
+        "depth": found.depth,
+    }
 
 
-def warm() -> None:
+def warm(wait: bool) -> None:
     """Hand one intent to the publisher at import (a ``--preload`` master then has a live one)."""
+    from airlock.integrations.django.outbox import background_publisher
+
     with airlock.scope():
         _commit("warm-up", 1)
+    publisher = background_publisher()
+    if wait and publisher is not None:
+        publisher.drain(10.0)
     # A database connection opened before a fork must not be shared by the children.
     connections.close_all()

@@ -1,5 +1,10 @@
-"""``gunicorn tests.servers.wsgi`` (``AIRLOCK_SERVERS_WARM=1``: hand off one intent at import,
-so a ``--preload`` master has a publisher of its own before it forks)."""
+"""``gunicorn tests.servers.wsgi``.
+
+``AIRLOCK_SERVERS_WARM``: hand off one intent at import, so that a ``--preload``
+master has a publisher of its own before it forks: ``busy`` forks while that
+publisher may still be publishing (as gunicorn does, right after the import),
+``idle`` waits until it has published.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()
 
-if os.environ.get("AIRLOCK_SERVERS_WARM") == "1":
+if os.environ.get("AIRLOCK_SERVERS_WARM") in ("busy", "idle"):
     from tests.servers.views import warm
 
-    warm()
+    warm(wait=os.environ["AIRLOCK_SERVERS_WARM"] == "idle")
