@@ -135,32 +135,44 @@ def observed(what: str, left: collections.Counter[str]) -> None:
 
 # -- the servers ---------------------------------------------------------------------------
 
-SERVERS = {
-    # kind: (paths requested, the signal that stops it as its operator would)
-    "gunicorn-sync": (["/order/"], signal.SIGTERM),
-    "gunicorn-gthread": (["/order/"], signal.SIGTERM),
-    "gunicorn-gevent": (["/order/"], signal.SIGTERM),
-    "uvicorn": (["/order/async/", "/order/"], signal.SIGTERM),
-    "runserver": (["/order/"], signal.SIGINT),  # Ctrl-C; runserver has no SIGTERM handler of its own
-}
+SERVERS = [
+    # (server, paths requested, the signal that stops it as its operator would)
+    ("gunicorn-sync", ["/order/"], signal.SIGTERM),
+    ("gunicorn-gthread", ["/order/"], signal.SIGTERM),
+    ("gunicorn-gevent", ["/order/"], signal.SIGTERM),
+    ("uvicorn", ["/order/async/", "/order/"], signal.SIGTERM),
+    ("runserver", ["/order/"], signal.SIGINT),  # Ctrl-C
+    ("runserver", ["/order/"], signal.SIGTERM),  # runserver leaves SIGTERM to Python's default: death
+]
+
+# runserver serves each request on a thread of its own, so the publisher starts on
+# one, where it cannot install its drain-then-die SIGTERM handler; SIGTERM then
+# kills the process at once and what it held is the relay's (after the grace).
+LEFT_TO_THE_RELAY = {("runserver", signal.SIGTERM, "background")}
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", list(SERVERS))
+@pytest.mark.parametrize(("kind", "paths", "stop"), SERVERS, ids=[f"{k}-{s.name}" for k, _, s in SERVERS])
 def test_a_server_delivers_every_committed_task_once_and_leaves_nothing_at_a_clean_exit(
-    kind, mode, db, broker, processes
+    kind, paths, stop, mode, db, broker, processes
 ):
-    paths, stop = SERVERS[kind]
     token = new_token()
     server = processes.serve(kind, env(db, broker, mode))
     requests = [url for path in paths for url in urls(server, token, path, REQUESTS // len(paths))]
     assert get_many(requests) == [b"ok"] * len(requests)
     server.signal(stop)
     server.wait()
-    observed(f"{kind} {mode}, {signal.Signals(stop).name} right after the responses", states(db, token))
-    # A healthy broker and a clean exit: everything went out from the server itself.
-    assert states(db, token) == {"sent": len(requests) * TASKS}, server.log()[-3000:]
-    assert_each_ran_once(db, broker, token, len(requests) * TASKS)
+    left = states(db, token)
+    observed(f"{kind} {mode}, {signal.Signals(stop).name} right after the responses", left)
+    killed = (kind, stop, mode) in LEFT_TO_THE_RELAY
+    if killed:
+        assert set(left) <= {"ready", "sent"}, left
+        relay_once(processes, db, broker, token)
+    else:  # a healthy broker and a clean exit: everything went out from the server itself
+        assert left == {"sent": len(requests) * TASKS}, server.log()[-3000:]
+    # Killed mid-publish, the rows of messages already written to the broker were not
+    # marked sent: the relay sends them again, and the consumer drops the second copy.
+    assert_each_ran_once(db, broker, token, len(requests) * TASKS, duplicates_allowed=killed)
 
 
 @pytest.mark.parametrize("mode", [*MODES, "off"])
@@ -296,7 +308,8 @@ def test_sigterm_while_the_broker_hangs_leaves_what_the_server_held_for_the_rela
     relay_once(processes, db, broker, token)
     # Writes sent into the frozen broker's socket before the exit reach it once it
     # thaws, unacknowledged: the relay sends those rows again, and the consumer drops them.
-    assert_each_ran_once(db, broker, token, 6 * TASKS, duplicates_allowed=True)
+    twice = assert_each_ran_once(db, broker, token, 6 * TASKS, duplicates_allowed=True)
+    print(f"gunicorn sync {mode}, hung broker, SIGTERM to the {target}: {len(twice)} delivered twice, dropped")
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:
@@ -325,4 +338,5 @@ def test_sigkill_of_the_workers_right_after_their_responses_loses_nothing(mode, 
     observed(f"gunicorn sync {mode}, SIGKILL right after the responses", left)
     assert sum(left.values()) == 16 * TASKS
     relay_once(processes, db, broker, token)
-    assert_each_ran_once(db, broker, token, 16 * TASKS, duplicates_allowed=True)
+    twice = assert_each_ran_once(db, broker, token, 16 * TASKS, duplicates_allowed=True)
+    print(f"gunicorn sync {mode}, SIGKILL: {len(twice)} delivered twice, dropped by the consumer")
