@@ -7,6 +7,7 @@
   ``FAST_PATH``: ``background``, ``inline`` or ``off``.
 - ``AIRLOCK_SERVERS_OUTBOX``: JSON of further outbox options (``DRAIN_TIMEOUT``, ...).
 - ``AIRLOCK_SERVERS_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (default 0).
+- ``AIRLOCK_SERVERS_PG_OPTIONS``: libpq ``options`` for the connection.
 - ``AIRLOCK_SERVERS_KEYPREFIX``: a prefix for every Redis key Celery writes (the bench
   publishes to the shared Redis, under a prefix of its own that it deletes afterwards).
 """
@@ -33,6 +34,10 @@ DATABASES = {
         "NAME": os.environ.get("AIRLOCK_SERVERS_DB", "airlock_servers"),
         # The bench keeps connections, as a production server does; the tests open one per request.
         "CONN_MAX_AGE": int(os.environ.get("AIRLOCK_SERVERS_CONN_MAX_AGE", "0")),
+        # libpq's options (e.g. "-c synchronous_commit=off", to see what the commits' fsyncs cost).
+        "OPTIONS": {"options": os.environ["AIRLOCK_SERVERS_PG_OPTIONS"]}
+        if os.environ.get("AIRLOCK_SERVERS_PG_OPTIONS")
+        else {},
     }
 }
 
