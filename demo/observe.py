@@ -53,6 +53,15 @@ class _Lines:
 # Where a line is written, when it is neither a request ("web") nor a task run ("consumer").
 place: ContextVar[str | None] = ContextVar("demo.observe.place", default=None)
 
+
+def _place_of(thread: threading.Thread) -> str:
+    if thread is threading.main_thread():
+        return "web"
+    if thread.name == "airlock-outbox-publisher":  # the outbox's background publisher, in the web process
+        return "publisher"
+    return "consumer"
+
+
 # Left out of the lines shown, to keep them short: the scope's start (debug) and unique ids.
 _HIDDEN_EVENTS = {"airlock.scope.entered"}
 _HIDDEN_KEYS = ("intent_id", "message_id")
@@ -66,7 +75,7 @@ def _add_context(logger: Any, method: str, event: MutableMapping[str, Any]) -> M
         event.pop(key, None)
     for key in [key for key, value in event.items() if value is None]:
         del event[key]
-    event["in"] = place.get() or ("web" if threading.current_thread() is threading.main_thread() else "consumer")
+    event["in"] = place.get() or _place_of(threading.current_thread())
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event["trace"] = format(context.trace_id, "032x")[:8]

@@ -43,6 +43,15 @@ class DemoError(Exception):
     """Something the person running the demo can fix; shown as one line, without a traceback."""
 
 
+def settle_publisher(timeout: float = 10.0) -> None:
+    """Wait until this process's background publisher has published what the commits handed it."""
+    from airlock.integrations.django.outbox import background_publisher
+
+    publisher = background_publisher()
+    if publisher is not None and not publisher.drain(timeout):
+        raise DemoError(f"the outbox's background publisher still holds {publisher.depth} rows after {timeout:.0f} s")
+
+
 class Backend:
     """A queue with its consumer, and counts of the messages it took in and finished."""
 
@@ -100,6 +109,7 @@ class Backend:
     def settle(self, timeout: float = SETTLE_SECONDS) -> None:
         """Wait until the consumer has finished every message sent so far."""
         deadline = time.monotonic() + timeout
+        settle_publisher(timeout)
         with self._changed:
             while self.finished < self.sent or self.waiting():
                 left = deadline - time.monotonic()

@@ -25,7 +25,7 @@ from airlock.integrations.django.outbox import READY, SENT, OutboxMessage, Relay
 from airlock.integrations.opentelemetry import print_waterfall
 from demo import observe
 from demo.observe import Observer
-from demo.queues import Backend, DemoError
+from demo.queues import Backend, DemoError, settle_publisher
 from demo.shop.models import Delivery, Order
 
 BACKLOG = 6  # orders placed while the queue is unreachable (scene 5)
@@ -92,6 +92,7 @@ class Stage:
 
     def new_rows(self) -> list[tuple[str, str, int]]:
         """The outbox rows written since the last call: ``(task, state, attempts)``, in order."""
+        settle_publisher()  # as they are once the background publisher has done its part
         rows = list(
             OutboxMessage.objects.filter(pk__gt=self._rows_seen)
             .order_by("pk")
@@ -146,9 +147,10 @@ def checkout_after_commit(stage: Stage) -> None:
         print("  notify_warehouse is send_confirmation's follow-up: it left only once that run had succeeded\n")
         stage.show_rows(stage.new_rows())
         print("  (send_confirmation's row was written pending in the checkout's transaction, made ready when the")
-        print("  request's scope flushed after the commit, and marked sent by the fast path once it had published it;")
+        print("  request's scope flushed after the commit, and published and marked sent by the outbox's background")
+        print("  publisher thread, after the response: see the send span start after POST /checkout ends;")
         print("  the follow-up's row was written by the consumer's scope when its run succeeded)")
-        print("  The outbox's publish carries no trace context to the consumer: its runs are traces of their own.")
+        print("  the publisher opens the send span in the request's trace, so the consumer's run joins it)")
 
 
 def failed_checkout(stage: Stage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 
@@ -43,12 +44,31 @@ def require_service(name: str) -> None:
         pytest.skip(reason)
 
 
+def _publisher():
+    """The outbox's background publisher of this process, if a test started one."""
+    module = sys.modules.get("airlock.integrations.django.outbox._background")
+    return None if module is None else module.background_publisher()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, plus: the publisher's database connections go before the test databases are dropped."""
+    yield
+    publisher = _publisher()
+    if publisher is not None:
+        publisher.close(10)
+        publisher.thread.join(10)
+
+
 @pytest.fixture(autouse=True)
 def _clean_airlock():
     """Reset configuration and disconnect receivers a test connected."""
     before = {signal: dict(signal.receivers) for signal in signals.ALL}
     airlock.reset_configuration()
     yield
+    publisher = _publisher()
+    if publisher is not None:  # what a test handed over is published in that test, not the next
+        assert publisher.drain(10), f"the outbox's background publisher did not drain: {publisher!r}"
     airlock.reset_configuration()
     _context.hooks.executor_override = None
     _context.hooks.capture_trace_context = None

@@ -4,13 +4,12 @@ Never the shared services: every server here listens on a free port of its own
 and is stopped, frozen (SIGSTOP) or killed by its own pid.
 
 - :class:`OwnRedis`: a ``redis-server`` of our own, daemonized with a pidfile.
-- :class:`OwnRabbitMQ`: a RabbitMQ node of our own (slow to boot: bench only).
+- :class:`OwnRabbitMQ`: a RabbitMQ node of our own (slow to boot: one per test module).
 - :class:`ClosedPort`: a port nothing listens on (held bound, so nobody takes it).
 - :class:`Proxy`: a TCP proxy we control in front of a real broker, which we can
   stop (connections reset, new ones refused) or freeze (connections accepted,
-  nothing answered), like a broker that dies or hangs. A private RabbitMQ takes
-  about 20 s to boot here, so RabbitMQ faults go through a proxy in front of the
-  shared one, which is never touched itself.
+  nothing answered), like a broker that dies or hangs. ``bench faults`` puts one
+  in front of the shared RabbitMQ (never touched itself) rather than boot a node.
 
 Each is a context manager that always cleans up; the fault tests and
 ``bench/bench_faults.py`` both use them.
@@ -197,8 +196,11 @@ def _is_alive(pid: int | None) -> bool:
 class OwnRabbitMQ(_Owned):
     """A RabbitMQ node of our own: its own ports, epmd, cookie, data and logs, in a temp dir.
 
-    It takes about 20 s to boot here, too long for the tests; ``bench faults`` uses
-    it when ``AIRLOCK_BENCH_OWN_RABBITMQ=1``, and the proxy otherwise.
+    It takes 6 to 20 s to boot here, so a test module starts one for all its tests
+    (tests/test_django_outbox_rabbitmq.py); ``bench faults`` uses it when
+    ``AIRLOCK_BENCH_OWN_RABBITMQ=1``, and the proxy otherwise. ``stop()`` then
+    ``start()`` restarts the same node (its queues are kept); ``freeze()`` and
+    ``thaw()`` SIGSTOP and SIGCONT its Erlang VM.
     """
 
     def __init__(self) -> None:
@@ -240,14 +242,37 @@ class OwnRabbitMQ(_Owned):
             )
         _wait_for(lambda: _accepts(self.port), f"rabbitmq on port {self.port}", timeout)
 
+    @property
+    def pid(self) -> int | None:
+        """The Erlang VM's pid, while the node runs."""
+        pidfile = self._dir / "rabbitmq.pid"
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        return int(text) if text else None
+
+    def freeze(self) -> None:
+        """SIGSTOP the VM: the kernel still accepts connections, nothing ever answers."""
+        pid = self.pid
+        if pid is None:
+            raise RuntimeError(f"rabbitmq on port {self.port} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``."""
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the node (SIGTERM to the Erlang VM) and wait until it is gone."""
         pidfile = self._dir / "rabbitmq.pid"
         if pidfile.exists():
             pid = int(pidfile.read_text())
             with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a frozen VM cannot act on SIGTERM
                 os.kill(pid, signal.SIGTERM)
             _wait_for(lambda: not _is_alive(pid), f"rabbitmq pid {pid} to exit", 30)
+            pidfile.unlink(missing_ok=True)  # a restart writes its own
         if self._process is not None:
             self._process.wait(30)
             self._process = None

@@ -88,14 +88,19 @@ def test_the_checkout_is_delivered_after_the_commit_and_the_consumer_finds_the_o
         ("send_confirmation", found, "consumer"),
         ("notify_warehouse", found, "consumer"),  # the follow-up, sent by the first run's scope
     ]
-    # One outbox row each, written in the shop's database, and sent by the fast path.
+    # One outbox row each, written in the shop's database, and sent by the background publisher.
     assert [(order_id, state) for order_id, state, *_ in run.outbox("send_confirmation")][:1] == [(order, "sent")]
     assert [(order_id, state) for order_id, state, *_ in run.outbox("notify_warehouse")][:1] == [(order, "sent")]
     scene = run.scene(1)
     assert re.search(r"send_confirmation +sent\n +notify_warehouse +sent\n", scene)
-    assert re.search(r"in=web level=info event=airlock\.intent\.dispatched .*intent_name=send_confirmation", scene)
-    assert re.search(r"in=consumer level=info event=airlock\.intent\.dispatched .*intent_name=notify_warehouse", scene)
-    assert "The outbox's publish carries no trace context to the consumer" in scene
+    # Published by the web process's publisher thread, in the request's trace, which the consumer's runs join.
+    assert re.search(
+        r"in=publisher level=info event=airlock\.intent\.dispatched .*intent_name=send_confirmation", scene
+    )
+    trace = scene.split("the trace:", 1)[1]
+    assert trace.count("\ntrace ") == 1, trace
+    for span in ("send send_confirmation [producer]", "process send_confirmation [consumer]", "send notify_warehouse"):
+        assert span in trace
 
 
 def test_a_failed_checkout_sends_nothing(run: Run) -> None:

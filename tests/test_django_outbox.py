@@ -409,12 +409,14 @@ def test_deduplicate_without_an_id_says_where_to_get_one():
 # -- docs/reliability.md's examples run ----------------------------------------------------------
 
 
-def _doc_blocks() -> list[str]:
+def _doc_blocks() -> tuple[str, str]:
+    """The page's settings block (the first) and its Celery consumer (the block with ``@app.task``)."""
     import pathlib
     import re
 
     page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
-    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    return blocks[0], next(block for block in blocks if "@app.task" in block)
 
 
 def test_the_reliability_pages_settings_are_accepted():

@@ -66,6 +66,8 @@ class Gate(Carrier):
     def __init__(self) -> None:
         self.open = threading.Event()
         self.sent: list[tuple[Any, str]] = []
+        self.depths: list[int] = []  # the publisher's depth at each send
+        self.entered = threading.Event()  # a send is waiting at the gate
 
     def name_of(self, task: Any) -> str:
         return f"gate.{task.__name__}"
@@ -74,8 +76,11 @@ class Gate(Carrier):
         return job
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        self.entered.set()
         assert self.open.wait(10), "the test never opened the gate"
         self.sent.append((args[0], threading.current_thread().name))
+        publisher = background_publisher()
+        self.depths.append(-1 if publisher is None else publisher.depth)
         return intent_id
 
 
@@ -137,6 +142,19 @@ def test_many_scopes_from_many_threads_each_keep_their_order():
         seen[(worker, round_)].append(number)
     assert all(numbers == [0, 1, 2, 3] for numbers in seen.values())  # one scope's rows in enqueue order
     assert states() == [SENT] * 80
+
+
+def test_a_run_takes_whole_scopes_up_to_batch_size_rows(gate):
+    configure_outbox({"BATCH_SIZE": 2})
+    for number in range(4):  # the first is taken at once and waits at the gate; the others queue
+        with airlock.scope(executor=gate_executor), transaction.atomic():
+            airlock.enqueue(job, number)
+        assert gate.entered.wait(10)
+    gate.open.set()
+    settle()
+    assert [value for value, _ in gate.sent] == [0, 1, 2, 3]
+    # Runs: [0], then [1, 2] (two rows, while 3 waits: depth 3), then [3].
+    assert gate.depths == [4, 3, 3, 1]
 
 
 def test_a_full_hand_off_publishes_inline_and_says_so(gate):
@@ -375,3 +393,28 @@ def _points(reader: Any) -> dict[str, list[Any]]:
             for metric in scope_metrics.metrics:
                 points.setdefault(metric.name, []).extend(metric.data.data_points)
     return points
+
+
+def test_a_publisher_whose_database_connection_died_reconnects_and_leaves_what_it_could_not_mark(caplog):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("terminates the publisher's own PostgreSQL session")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "first")
+    settle()
+    with connection.cursor() as cursor:  # the publisher's session on the test database, and only that
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall() == [(True,)]
+    with caplog.at_level("ERROR", "airlock.integrations.django.outbox"):
+        with airlock.scope(), transaction.atomic():
+            airlock.enqueue(memory_record, "unmarked")
+        settle()
+    assert any("could not be marked sent" in message for message in caplog.messages)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "after")
+    assert states() == [SENT, READY, SENT]  # published, but left ready: the relay sends it again
+    assert [args for _, args, _ in memory_messages()] == [["first"], ["unmarked"], ["after"]]

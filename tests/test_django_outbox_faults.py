@@ -236,6 +236,7 @@ def test_5_rolled_back_transactions_savepoints_and_discarded_scopes_deliver_noth
         with transaction.atomic():
             airlock.enqueue(record, "discarded")
         raise Boom
+    settle()  # what the background publisher was handed
     drain(Relay(databases=["default"]))
     client = server.client()
     delivered = [json.loads(raw) for raw in client.lrange(QUEUE, 0, -1)]

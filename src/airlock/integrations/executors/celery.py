@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, final
 
@@ -340,19 +340,64 @@ def _publish(app: Any, apply_async: Any, intent: Intent, options: Mapping[str, A
         if batch is not None:
             return batch.send(pool, apply_async, args, kwargs, options)
         with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
-            return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+            return _send_on(producer, apply_async, args, kwargs, options)
     except Exception as error:
         # A pooled connection the broker closed since it was last used (a restart,
         # an idle timeout): kombu replaced it, so try once more on a fresh one.
         # Never after a timeout, which would double the wait.
-        if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error):
+        if not _deadline.any_cause(error, errors) or _deadline.is_timeout(error) or _is_refused(error):
             raise
     with pool.acquire(block=True, timeout=app.conf.broker_pool_acquire_timeout) as producer:
+        return _send_on(producer, apply_async, args, kwargs, options)
+
+
+def _send_on(producer: Any, apply_async: Any, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Any:
+    try:
         return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+    except Exception as error:
+        _drop_if_timed_out(producer, error)
+        raise
+
+
+def _drop_if_timed_out(producer: Any, error: BaseException) -> None:
+    """Drop the connection of a publish that timed out, without a closing handshake.
+
+    kombu's pool replaces a connection that raised by closing it, and on AMQP
+    closing is a conversation: ``channel.close`` and ``connection.close`` each
+    wait for the broker's reply. A broker that stopped answering (frozen, or
+    behind a dead link) makes each wait the full socket timeout, so one publish
+    took three timeouts. A connection that timed out is of no further use:
+    dropping it (kombu's ``collect()``, no I/O) keeps the publish to one.
+    """
+    if not _deadline.is_timeout(error):
+        return
+    connection = getattr(producer, "__connection__", None)
+    if connection is not None:
+        with suppress(Exception):
+            connection.collect()
 
 
 def _is_unreachable(error: BaseException) -> bool:
-    return _deadline.any_cause(error, _connection_errors)
+    return _deadline.any_cause(error, _connection_errors) and not _is_refused(error)
+
+
+def _is_refused(error: BaseException) -> bool:
+    """Whether the broker answered, refusing this one message (a publisher-confirm nack).
+
+    py-amqp files ``MessageNacked`` under its recoverable *connection* errors, so
+    kombu raises it as ``OperationalError``, like a broker that is down. It is
+    not: the broker is up and said no to this message (a full queue with
+    ``x-overflow: reject-publish``, say), and the next message may well go.
+    """
+    return _REFUSALS is not None and _deadline.any_cause(error, _REFUSALS)
+
+
+try:
+    from amqp.exceptions import MessageNacked as _MessageNacked  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - py-amqp comes with Celery's default transport
+    _REFUSALS: tuple[type[BaseException], ...] | None = None
+else:
+    _REFUSALS = (_MessageNacked,)
 
 
 # Errors that mean "the broker cannot be reached": sockets, kombu's wrapper, and
@@ -374,13 +419,14 @@ class _Batch:
         key = id(pool)
         if key in self._broken:
             with pool.acquire(block=True) as producer:
-                return _send(apply_async, args=args, kwargs=kwargs, **options, producer=producer)
+                return _send_on(producer, apply_async, args, kwargs, options)
         held = self._held.get(key)
         if held is None:
             held = self._held[key] = self._borrow(pool)
         try:
             return _send(apply_async, args=args, kwargs=kwargs, **options, producer=held[1])
-        except Exception:
+        except Exception as error:
+            _drop_if_timed_out(held[1], error)
             # Give the producer back (kombu replaces its connection) and publish
             # the rest of the block one producer at a time, as without publishing().
             self._broken.add(key)

@@ -230,10 +230,13 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         found += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
     try:
         import pika.exceptions  # type: ignore[import-untyped]  # pika ships no type hints
+        from pika.adapters.utils.connection_workflow import AMQPConnectorException  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - Dramatiq on Redis only
         pass
     else:
-        found += [pika.exceptions.AMQPConnectionError]
+        # AMQPConnectorException: a step of connecting timed out (a frozen broker);
+        # pika raises it bare, not as an AMQPConnectionError.
+        found += [pika.exceptions.AMQPConnectionError, AMQPConnectorException]
     return tuple(found)
 
 

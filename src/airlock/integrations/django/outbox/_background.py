@@ -9,8 +9,9 @@ drop the rare duplicate.
 
 - **Order.** The thread takes batches in the order they were handed over, and
   one scope's rows are one batch, so they go out in enqueue order.
-- **Batching.** Everything waiting is published in one run, over one
-  connection per carrier, and marked ``sent`` in one ``UPDATE`` per database.
+- **Batching.** What is waiting is published in runs of up to ``BATCH_SIZE``
+  rows, each over one connection per carrier, and marked ``sent`` in one
+  ``UPDATE`` per database.
 - **Bounded.** At most ``HANDOFF_LIMIT`` rows wait. A batch that does not fit
   is refused, and the caller publishes it inline (``handoff_full`` says so).
 - **Forks.** A publisher belongs to the process that started it: a child
@@ -168,15 +169,28 @@ class Publisher:
         return drained
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def _serve(self) -> None:
         while True:
             with self._ready:
                 while not self._batches and not self._closed:
                     self._ready.wait()
                 if self._closed:
                     return
-                batches = list(self._batches)
-                self._batches.clear()
-                self._in_hand, self._queued = self._queued, 0
+                # A run takes up to BATCH_SIZE rows (at least one batch), so that its
+                # FAST_PATH_DEADLINE only ever cuts short a broker that is slow, not a long queue.
+                batches: list[Batch] = []
+                rows, most = 0, outbox_options()["BATCH_SIZE"]
+                while self._batches and (not batches or rows + len(self._batches[0].messages) <= most):
+                    batch = self._batches.popleft()
+                    batches.append(batch)
+                    rows += len(batch.messages)
+                self._queued -= rows
+                self._in_hand = rows
             try:
                 self._publish(batches)
             except Exception:  # the rows are ready in the database: the relay has them
@@ -186,8 +200,8 @@ class Publisher:
                     self._in_hand = 0
                     idle = not self._batches
                     self._ready.notify_all()
-                if idle:  # as Django does after a request: CONN_MAX_AGE decides what stays open
-                    _close_obsolete({batch.using for batch in batches})
+                if idle:
+                    _drop_broken({batch.using for batch in batches})
 
     def _publish(self, batches: list[Batch]) -> None:
         options = outbox_options()
@@ -199,7 +213,6 @@ class Publisher:
             for batch in batches:
                 release(batch.using, [message.intent_id for message in batch.messages])
             return
-        _close_obsolete({batch.using for batch in batches})
         started = monotonic()
         messages = [message for batch in batches for message in batch.messages]
         senders = {id(message): batch.scope for batch in batches for message in batch.messages}
@@ -219,10 +232,21 @@ class Publisher:
             self._report(batch.scope, part, started)
 
 
-def _close_obsolete(aliases: set[str]) -> None:
+def _drop_broken(aliases: set[str]) -> None:
+    """Close this thread's connections that saw an error and no longer work; keep the rest open.
+
+    The publisher is one long-lived thread, so it keeps its connection as a
+    persistent one (``CONN_MAX_AGE`` is about request threads): reconnecting for
+    every commit would put a connection set-up between each commit and its publish.
+    """
     for using in aliases:
+        connection = connections[using]
         with contextlib.suppress(Exception):
-            connections[using].close_if_unusable_or_obsolete()
+            if connection.connection is not None and connection.errors_occurred:
+                if connection.is_usable():
+                    connection.errors_occurred = False
+                else:
+                    connection.close()
 
 
 def _part_of(outcome: Outcome, batch: Batch) -> Outcome:

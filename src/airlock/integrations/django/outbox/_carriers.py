@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+from airlock._context import hooks
 from airlock._intent import Intent
 
 __all__ = ["Carrier", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
@@ -101,6 +102,13 @@ class CeleryCarrier(Carrier):
 class DramatiqCarrier(Carrier):
     key = "dramatiq"
 
+    def __init__(self) -> None:
+        from airlock.integrations.executors import _deadline
+        from airlock.integrations.executors.dramatiq import _bound
+
+        self._bound = _bound
+        self._deadline = _deadline
+
     def name_of(self, task: Any) -> str:
         name = getattr(task, "actor_name", None)
         broker = getattr(task, "broker", None)
@@ -117,8 +125,15 @@ class DramatiqCarrier(Carrier):
             raise LookupError(f"the Dramatiq broker has no actor named {name!r}") from error
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
+        # The executor's timeouts (pika's are 15 s per connection step, and
+        # several attempts): the outbox sends past the executor, not through it.
+        self._bound(task.broker, self._deadline.timeout_for(self._deadline.DEFAULT_PUBLISH_TIMEOUT))
         options = dict(options)
         delay = options.pop("delay", None)
+        if hooks.inject_trace is not None:  # the publishing thread's dispatch span, as the executor does
+            from airlock.integrations.executors.dramatiq import _with_trace
+
+            options = dict(_with_trace(options) or {})
         message = task.message_with_options(args=tuple(args), kwargs=kwargs, **options).copy(message_id=intent_id)
         return task.broker.enqueue(message, delay=delay)
 
@@ -150,6 +165,7 @@ class HueyCarrier(Carrier):
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
+            kwargs = _with_huey_trace(task, kwargs)
             task = (task.huey, task.task_class)
         huey, task_class = task
         message = task_class(tuple(args), kwargs, **{**options, "id": intent_id})
@@ -160,6 +176,19 @@ class HueyCarrier(Carrier):
             # message alike, so the relay pauses instead of spending this row's attempts.
             where = getattr(huey.storage, "filename", huey.name)
             raise ConnectionError(f"Huey's SQLite storage {where!r} cannot be used: {error}") from error
+
+
+def _with_huey_trace(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The trace context for an ``airlock_task``, as ``huey_executor`` adds it (the relay has none to add)."""
+    if hooks.inject_trace is None:
+        return kwargs
+    from airlock._propagation import inject
+    from airlock.integrations.executors.huey import TASK_RUN_MARK, TRACE_KWARG
+
+    if not getattr(getattr(task, "func", None), TASK_RUN_MARK, False):
+        return kwargs
+    carrier = inject({})
+    return {**kwargs, TRACE_KWARG: carrier} if carrier else kwargs
 
 
 class RegistryCarrier(Carrier):
@@ -366,6 +395,9 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         ("redis.exceptions", "TimeoutError"),
         ("dramatiq.errors", "BrokerConnectionError"),
         ("amqp.exceptions", "ConnectionError"),
+        ("pika.exceptions", "AMQPConnectionError"),
+        # a step of connecting timed out (a frozen RabbitMQ); pika raises it bare
+        ("pika.adapters.utils.connection_workflow", "AMQPConnectorException"),
     ):
         with contextlib.suppress(ImportError, AttributeError):
             found.append(getattr(__import__(module, fromlist=[name]), name))
@@ -376,18 +408,26 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] | None = None
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says the broker cannot be reached."""
+    """Whether ``error`` (or what caused it) says the broker cannot be reached.
+
+    A publisher-confirm nack is not: py-amqp raises ``MessageNacked`` as a
+    connection error (kombu wraps it in ``OperationalError``), but the broker
+    answered and refused that one message, which must spend an attempt (and be
+    dead-lettered in the end) rather than pause the relay forever.
+    """
     global _CONNECTION_ERRORS
     if _CONNECTION_ERRORS is None:
         _CONNECTION_ERRORS = _connection_errors()
     seen: set[int] = set()
+    found = False
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, _CONNECTION_ERRORS):
-            return True
+        if type(current).__name__ == "MessageNacked":
+            return False
+        found = found or isinstance(current, _CONNECTION_ERRORS)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return found
 
 
 @contextlib.contextmanager

@@ -291,7 +291,7 @@ class Relay:
 
     def _fail(self, connection: Any, row: tuple[Any, ...], error: BaseException, token: str, now: float) -> int:
         attempts = row[5] + 1
-        text = f"{type(error).__name__}: {error}"[:2000]
+        text = _describe(error)[:2000]
         if attempts >= self.max_attempts:
             _tell(
                 self,
@@ -376,6 +376,19 @@ def _tell(relay: Relay, signal: Signal, level: int, text: str, *args: Any, **fie
     bridge = sys.modules.get("airlock.integrations.structlog")
     if bridge is None or not bridge.is_instrumented():
         _log.log(level, text, *args)
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message``, and what it was raised from when it says nothing itself.
+
+    kombu wraps py-amqp's errors in an ``OperationalError`` whose text may be
+    empty (a publisher-confirm nack): ``last_error`` should still say why.
+    """
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__ or error.__context__
+    if cause is not None and not str(error):
+        text += f" (from {type(cause).__name__}: {cause})"
+    return text
 
 
 def _update_ids(
