@@ -274,3 +274,34 @@ def test_a_connection_closed_by_a_broker_restart_is_replaced_not_failed(
         app.close()
     assert failed == []
     assert len(sent) == 3
+
+
+def test_a_fork_while_another_thread_holds_the_producer_pools_lock_leaves_the_child_a_free_one() -> None:
+    """gunicorn --preload forks right after import, perhaps while the outbox's publisher builds a pool."""
+    import os
+    import threading
+    import warnings
+
+    from airlock.integrations.executors import celery as module
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with module._pools_lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12: fork() with threads running
+            pid = os.fork()
+        if pid == 0:  # the child: the lock must be free, and the pools empty
+            os._exit(0 if module._pools_lock.acquire(timeout=2) and not module._pools else 1)
+    finally:
+        release.set()
+        holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

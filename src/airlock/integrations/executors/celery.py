@@ -281,7 +281,21 @@ def _check_options(options: Mapping[str, Any], intent: Intent) -> None:
 # its workers do too. Each entry keeps its app alive, so the id cannot be reused.
 _pools: dict[tuple[int, float], tuple[Any, Any, tuple[type[BaseException], ...]]] = {}
 _pools_lock = threading.Lock()
-os.register_at_fork(after_in_child=_pools.clear)
+
+
+def _forget_pools_in_child() -> None:
+    """A fork keeps neither the parent's pools nor its lock.
+
+    The lock too: a thread of the parent (the outbox's background publisher, say)
+    may have held it at the fork, and a child inherits it locked, with no thread
+    left to release it. gunicorn ``--preload`` forks right after the app imports.
+    """
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 # One attempt: Celery's publish retry (task_publish_retry) would try again for
 # seconds, and kombu's reconnect loop (max_retries) for as long as connect_timeout.

@@ -1,0 +1,284 @@
+"""A Django request that commits one row and sends five Celery tasks: what publishing costs it.
+
+The served project of ``tests/servers/`` (PostgreSQL, a database of the bench's
+own; Celery on the local Redis, into a queue and key prefix of the bench's own,
+deleted afterwards: the shared Redis is never flushed).
+
+(a) One process, the request called through Django's WSGI handler directly (no
+    HTTP), its response time (what the background publisher was handed is drained
+    between requests, untimed), the variants taking turns in one run: no tasks; airlock with a plain
+    ``DjangoScope``; the outbox publishing inline; the outbox publishing in the
+    background; Celery's own ``delay_on_commit``. Each as a ratio to the no-task
+    request. Goals: background <= 2.0x no tasks; inline <= 1.15x plain airlock.
+(b) Load: gunicorn with 2 sync workers and ``wrk`` (32 connections, 20 s; 5 s with
+    ``--quick``), the outbox in the background against ``delay_on_commit``, one
+    after the other in the same run: requests per second and p99 latency; goal
+    >= 2x the requests per second. Every task is counted on the broker afterwards.
+    A full run also loads the no-task request and the outbox inline, for context.
+(c) Under that load, the time from the row's write (just before the commit) to its
+    ``sent_at``: p50 and p99.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from bench._harness import Figure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDIS = "redis://127.0.0.1:6379/0"
+TASKS = 5
+VARIANTS = ("none", "plain", "inline", "background", "delay_on_commit")
+# Under load: (AIRLOCK_SERVERS_MODE, path). The first two are the goal's; the others
+# say where the time goes.
+LOAD_VARIANTS = {
+    "background": ("background", "/order/"),
+    "delay_on_commit": ("inline", "/order/celery/"),
+    "none": ("inline", "/order/none/"),
+    "inline": ("inline", "/order/"),
+}
+
+
+# -- (a) one process -------------------------------------------------------------------------
+
+
+def _in_process(quick: bool) -> dict[str, Any]:
+    """Runs in a child whose environment names the database, queue and key prefix."""
+    import io
+
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+
+    import airlock
+    from airlock.integrations.django import DjangoScope
+    from airlock.integrations.django import outbox as outbox_module
+    from airlock.integrations.django.outbox import OutboxScope, configure_outbox, outbox_options
+
+    handler = WSGIHandler()
+    base = dict(outbox_options().values)
+    token = uuid.uuid4().hex[:12]
+    paths = {
+        "none": "/order/none/",
+        "plain": "/order/",
+        "inline": "/order/",
+        "background": "/order/",
+        "delay_on_commit": "/order/celery/",
+    }
+    sent: dict[str, int] = dict.fromkeys(VARIANTS, 0)
+
+    def use(variant: str) -> None:
+        if variant == "plain":
+            airlock.configure(scope_cls=DjangoScope)
+        else:
+            airlock.configure(scope_cls=OutboxScope)
+            configure_outbox({**base, "FAST_PATH": "inline" if variant != "background" else "background"})
+
+    def call(variant: str) -> None:
+        environ = {
+            "REQUEST_METHOD": "GET", "PATH_INFO": paths[variant], "QUERY_STRING": f"token={token}-{variant}",
+            "SERVER_NAME": "bench", "SERVER_PORT": "80", "HTTP_HOST": "bench", "wsgi.input": io.BytesIO(),
+            "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        }  # fmt: skip
+        statuses: list[str] = []
+        response = handler(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        b"".join(response)
+        response.close()
+        assert statuses == ["200 OK"], statuses
+
+    def settle() -> None:
+        publisher = getattr(outbox_module, "background_publisher", lambda: None)()
+        if publisher is not None:
+            publisher.drain(10.0)
+
+    number = 20 if quick else 50
+    rounds = 5 if quick else 15
+    for variant in VARIANTS:  # warm every path: connections, imports, the publisher thread
+        use(variant)
+        for _ in range(5):
+            call(variant)
+        sent[variant] += 5
+    settle()
+    # The response time: each request timed on its own, and what it handed to the
+    # background publisher drained before the next one, untimed (a server that is
+    # not saturated). Back-to-back requests would time the publisher's work too,
+    # which shares the process (and its GIL); the load figures (b) count that.
+    best = dict.fromkeys(VARIANTS, float("inf"))
+    for _ in range(rounds):
+        for variant in VARIANTS:
+            use(variant)
+            spent = 0.0
+            for _ in range(number):
+                started = time.perf_counter()
+                call(variant)
+                spent += time.perf_counter() - started
+                settle()
+            best[variant] = min(best[variant], spent / number)
+            sent[variant] += number
+    use("inline")
+    publisher = getattr(outbox_module, "background_publisher", lambda: None)()
+    return {"best": best, "requests": sent, "token": token, "has_publisher": publisher is not None}
+
+
+# -- (b) and (c) under load -------------------------------------------------------------------------
+
+
+def _wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    done = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    )  # fmt: skip
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p99": p99, "p50": p50, "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def _load(db: str, prefix: str, queue: str, variant: str, seconds: int, connections: int) -> dict[str, Any]:
+    from tests.servers.harness import Processes, environment, psql, wait_until_due
+
+    token = uuid.uuid4().hex[:12]
+    mode, path = LOAD_VARIANTS[variant]
+    env = environment(db, REDIS, queue, mode, AIRLOCK_SERVERS_KEYPREFIX=prefix, AIRLOCK_SERVERS_CONN_MAX_AGE="600")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-request-") as logs, Processes(Path(logs)) as processes:
+        server = processes.serve("gunicorn-sync", env, workers=2)
+        measured = _wrk(f"{server.url}{path}?token={token}", seconds, connections)
+        server.signal(signal.SIGTERM)  # the background publisher drains at exit
+        server.wait(60)
+        left = psql(db, "SELECT count(*) FROM airlock_outbox WHERE state <> 'sent'")[0][0]
+        if mode != "plain":
+            wait_until_due(db)
+            relay = processes.command(env, "airlock_relay", "--once")
+            assert relay.returncode == 0, relay.stderr[-2000:]
+    orders = psql(db, "SELECT count(*) FROM shop_order WHERE sku = %s", [token])[0][0]
+    measured.update(orders=orders, left_at_exit=left, token=token)
+    if variant == "background":
+        lags = [
+            row[0]
+            for row in psql(
+                db,
+                "SELECT sent_at - created_at FROM airlock_outbox WHERE payload LIKE %s AND state = 'sent' ORDER BY 1",
+                [f'[["{token}",%'],
+            )
+        ]
+        measured["lag_p50"] = lags[len(lags) // 2] if lags else float("nan")
+        measured["lag_p99"] = lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else float("nan")
+        measured["rows"] = len(lags)
+    return measured
+
+
+def _queued(prefix: str, queue: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    try:
+        # kombu keeps one list per priority step: the queue's name, then three suffixed ones.
+        suffixes = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+        return sum(int(client.llen(f"{prefix}{queue}{suffix}")) for suffix in suffixes)
+    finally:
+        client.close()
+
+
+def _clean(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def run(quick: bool = False) -> list[Figure]:
+    sys.path.insert(0, ROOT)
+    from tests.servers.harness import database, environment
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk); the load figures need it")
+    prefix = f"airlock-bench-request-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
+    queue = "bench-request"
+    try:
+        with database("airlock_bench_request") as db:
+            env = environment(
+                db, REDIS, queue, "background", AIRLOCK_SERVERS_KEYPREFIX=prefix, AIRLOCK_SERVERS_CONN_MAX_AGE="600"
+            )
+            child = subprocess.run(
+                [sys.executable, "-m", "bench.bench_request", "quick" if quick else "full"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            if child.returncode:
+                raise RuntimeError(f"bench.bench_request failed: {child.stderr[-3000:]}")
+            a = json.loads(child.stdout.strip().splitlines()[-1])
+            time.sleep(0.5)
+            expected_a = TASKS * sum(n for variant, n in a["requests"].items() if variant != "none")
+            queued_a = _queued(prefix, queue)
+            _clean(prefix)
+            seconds, connections = (5, 32) if quick else (20, 32)
+            variants = list(LOAD_VARIANTS) if not quick else ["background", "delay_on_commit"]
+            load = {v: _load(db, prefix, queue, v, seconds, connections) for v in variants}
+            queued_b = _queued(prefix, queue)
+            expected_b = TASKS * sum(m["orders"] for v, m in load.items() if v != "none")
+    finally:
+        _clean(prefix)
+    best = a["best"]
+    none = best["none"]
+    ms = 1e3
+    bg, doc = load["background"], load["delay_on_commit"]
+    background_note = "" if a["has_publisher"] else " (no background publisher yet: it published inline)"
+    return [
+        Figure("(a) no tasks: one row, PostgreSQL", 1.0, "-", None, f"{none * ms:.2f} ms per request"),
+        Figure("(a) airlock DjangoScope, 5 tasks, vs no tasks", best["plain"] / none, "-", None,
+               f"{best['plain'] * ms:.2f} ms"),
+        Figure("(a) outbox inline vs plain airlock", best["inline"] / best["plain"], "<= 1.15x",
+               best["inline"] / best["plain"] <= 1.15,
+               f"{best['inline'] * ms:.2f} ms; {best['inline'] / none:.2f}x no tasks"),
+        Figure("(a) outbox background vs no tasks", best["background"] / none, "<= 2.0x",
+               best["background"] / none <= 2.0, f"{best['background'] * ms:.2f} ms{background_note}"),
+        Figure("(a) Celery delay_on_commit vs no tasks", best["delay_on_commit"] / none, "-", None,
+               f"{best['delay_on_commit'] * ms:.2f} ms"),
+        Figure("(a) every task of (a) on the broker", queued_a / expected_a, "= 1x", queued_a == expected_a,
+               f"{queued_a} of {expected_a} messages"),
+        Figure(f"(b) gunicorn 2 workers, wrk {connections} conns {seconds}s: req/s background vs delay_on_commit",
+               bg["rps"] / doc["rps"], ">= 2x", bg["rps"] / doc["rps"] >= 2.0,
+               f"{bg['rps']:.0f} vs {doc['rps']:.0f} req/s; p99 {bg['p99'] * ms:.1f} vs {doc['p99'] * ms:.1f} ms; "
+               f"p50 {bg['p50'] * ms:.1f} vs {doc['p50'] * ms:.1f} ms"),
+        Figure("(b) p99 latency background vs delay_on_commit", bg["p99"] / doc["p99"], "-", None,
+               f"non-2xx {bg['non_2xx']} / {doc['non_2xx']}; rows left at exit {bg['left_at_exit']}"),
+        Figure("(b) every task of (b) on the broker", queued_b / expected_b, "= 1x", queued_b == expected_b,
+               f"{queued_b} of {expected_b} messages for the requests that committed tasks"),
+        *[
+            Figure(f"(b) req/s {variant} vs delay_on_commit", load[variant]["rps"] / doc["rps"], "-", None,
+                   f"{load[variant]['rps']:.0f} req/s; p99 {load[variant]['p99'] * ms:.1f} ms")
+            for variant in load if variant not in ("background", "delay_on_commit")
+        ],
+        Figure("(c) commit to publish under load, p50", bg["lag_p50"] * ms, "-", None,
+               f"p99 {bg['lag_p99'] * ms:.1f} ms over {bg['rows']} rows", unit="ms"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    print(json.dumps(_in_process(sys.argv[1] == "quick")))
