@@ -71,15 +71,24 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
     # Test databases of their own, so a run never drops another run's (two work trees, CI).
     env = {"AIRLOCK_TEST_DB_SUFFIX": os.environ.get("AIRLOCK_TEST_DB_SUFFIX") or f"_nox{os.getpid()}"}
-    if session.python != SQLITE_LANE:
-        # The outbox on a RabbitMQ of its own (about a minute: a node boots twice) runs on one lane.
-        env["AIRLOCK_SKIP_OWN_RABBITMQ"] = "1"
+    # Scenarios of a minute or so that do not depend on the Python or Django version run
+    # on one lane each, to keep the whole matrix under 15 minutes: the outbox on a
+    # RabbitMQ of its own (a node boots twice), the real servers (gunicorn, uvicorn,
+    # runserver), and four relays over 10,000 rows.
+    lanes = [lane[0] for lane in LANES]
+    for variable, lane in (
+        ("AIRLOCK_SKIP_OWN_RABBITMQ", SQLITE_LANE),
+        ("AIRLOCK_SKIP_SERVERS", lanes[-1]),
+        ("AIRLOCK_SKIP_TEN_THOUSAND", lanes[0]),
+    ):
+        if session.python != lane:
+            env[variable] = "1"
     # --durations: CI's log shows where the 15-minute budget goes.
     session.run("python", "-m", "pytest", "--durations=10", *session.posargs, env=env)
     if session.python != SQLITE_LANE and not os.environ.get("AIRLOCK_SQLITE_EVERY_LANE"):
         return
     django_tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_django_*.py"))
-    sqlite = {**env, "AIRLOCK_TEST_DB": "sqlite", "AIRLOCK_SKIP_OWN_RABBITMQ": "1"}
+    sqlite = {**env, "AIRLOCK_TEST_DB": "sqlite", "AIRLOCK_SKIP_OWN_RABBITMQ": "1", "AIRLOCK_SKIP_SERVERS": "1"}
     session.run("python", "-m", "pytest", "-q", *django_tests, env=sqlite)
 
 

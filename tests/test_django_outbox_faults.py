@@ -327,6 +327,8 @@ def test_a_frozen_broker_costs_a_background_request_nothing_and_the_relay_delive
 
 
 def test_3_four_relays_at_once_publish_ten_thousand_rows_each_once(server, app):
+    if os.environ.get("AIRLOCK_SKIP_TEN_THOUSAND") == "1":
+        pytest.skip("AIRLOCK_SKIP_TEN_THOUSAND=1: this lane leaves the 10,000-row scenario to another")
     if not connections["default"].features.has_select_for_update_skip_locked:
         pytest.skip("SQLite: single-relay mode (no SKIP LOCKED)")
     _, record = app

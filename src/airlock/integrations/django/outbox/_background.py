@@ -44,7 +44,7 @@ from airlock.integrations.django.outbox._publish import Message, Outcome, publis
 from airlock.integrations.django.outbox._store import TABLE, for_ids, set_state
 from airlock.signals.outbox import handoff_full
 
-__all__ = ["Batch", "Publisher", "background_publisher", "hand_off", "release", "settle"]
+__all__ = ["Batch", "Publisher", "background_publisher", "drain_on_sigterm", "hand_off", "release", "settle"]
 
 _log = logging.getLogger("airlock.integrations.django.outbox")
 
@@ -192,7 +192,8 @@ class Publisher:
                 self._queued -= rows
                 self._in_hand = rows
             try:
-                self._publish(batches)
+                with _publishing:  # a fork waits for this run (see _before_fork)
+                    self._publish(batches)
             except Exception:  # the rows are ready in the database: the relay has them
                 _log.exception("airlock outbox: the background publisher failed; the relay will publish its rows")
             finally:
@@ -298,12 +299,27 @@ def _drain_at_exit(publisher: Publisher) -> None:
             publisher.close(outbox_options()["DRAIN_TIMEOUT"])
 
     atexit.register(at_exit)
-    # A process that leaves SIGTERM to the default (death) drains first; servers
-    # that handle SIGTERM themselves exit through atexit above.
-    if threading.current_thread() is threading.main_thread():
-        with contextlib.suppress(ValueError, OSError):
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, _drain_then_die)
+    drain_on_sigterm()
+
+
+def drain_on_sigterm() -> bool:
+    """Make a SIGTERM left at its default (death) drain the publisher first; whether it now does.
+
+    Servers that handle SIGTERM themselves (gunicorn, uvicorn, Celery) exit
+    through ``atexit``, which drains too. Only the main thread can set a signal
+    handler, so the app calls this from ``ready()``: a server whose first commit
+    happens on another thread (``runserver``) is covered as well.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with contextlib.suppress(ValueError, OSError):
+        current = signal.getsignal(signal.SIGTERM)
+        if current is _drain_then_die:
+            return True
+        if current is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _drain_then_die)
+            return True
+    return False
 
 
 def _drain_then_die(number: int, frame: Any) -> None:
@@ -314,10 +330,42 @@ def _drain_then_die(number: int, frame: Any) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+# Held by the publisher thread while it publishes, and by a fork while it forks.
+_publishing = threading.Lock()
+_held_for_fork = False
+
+
+def _before_fork() -> None:
+    """Let a publish in progress finish before a fork (bounded by FAST_PATH_DEADLINE).
+
+    A fork in the middle of one copies a half-done state into the child: a
+    module the thread was importing for the broker (kombu's transport, say) is
+    left half-initialised in the child's ``sys.modules``, and every publish of
+    that child fails. An idle publisher costs a fork nothing.
+    """
+    global _held_for_fork
+    if background_publisher() is None:
+        return
+    try:
+        wait = outbox_options()["FAST_PATH_DEADLINE"] + 1.0
+    except Exception:  # settings unusable mid-fork: do not block the fork on them
+        wait = 1.0
+    _held_for_fork = _publishing.acquire(timeout=wait)
+
+
+def _after_fork_in_parent() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        _publishing.release()
+
+
 def _forget_in_child() -> None:
-    global _publisher, _lock
+    global _publisher, _lock, _publishing, _held_for_fork
     _publisher = None
     _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+    _publishing = threading.Lock()
+    _held_for_fork = False
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_forget_in_child)
