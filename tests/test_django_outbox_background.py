@@ -418,3 +418,33 @@ def test_a_publisher_whose_database_connection_died_reconnects_and_leaves_what_i
         airlock.enqueue(memory_record, "after")
     assert states() == [SENT, READY, SENT]  # published, but left ready: the relay sends it again
     assert [args for _, args, _ in memory_messages()] == [["first"], ["unmarked"], ["after"]]
+
+
+def test_the_outboxs_own_marks_skip_the_wal_flush_on_postgresql_outside_a_transaction_only():
+    from django.db import connection
+
+    from airlock.integrations.django.outbox._store import set_state
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    configure_outbox({"FAST_PATH": "off"})
+    with airlock.scope():
+        airlock.enqueue(memory_record, "marked")
+    ((intent_id, _, _),) = rows()
+    seen: list[str] = []
+
+    def spy(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        assert set_state(connection, [intent_id], SENT, lazy_flush=True, sent_at=1.5) == 1
+        with transaction.atomic():  # never the caller's transaction: its commit keeps its own durability
+            set_state(connection, [intent_id], READY, lazy_flush=True)
+        # Anything but a plain id is bound as a parameter, never written into the SQL.
+        set_state(connection, [intent_id, "x'); DROP TABLE airlock_outbox; --"], SENT, lazy_flush=True)
+    assert seen[0].startswith("SET LOCAL synchronous_commit TO OFF; UPDATE airlock_outbox SET state = 'sent'")
+    assert f"'{intent_id}'" in seen[0] and "sent_at = 1.5" in seen[0]
+    assert "synchronous_commit" not in seen[1] and "%s" in seen[1]
+    assert "synchronous_commit" not in seen[2] and "DROP" not in seen[2]
+    assert states() == [SENT]

@@ -75,7 +75,8 @@ def settle(using: str, outcome: Outcome) -> None:
     connection = connections[using]
     if outcome.sent:
         try:
-            set_state(connection, [message.intent_id for message, _ in outcome.sent], SENT, sent_at=time())
+            sent = [message.intent_id for message, _ in outcome.sent]
+            set_state(connection, sent, SENT, lazy_flush=True, sent_at=time())
         except Exception:
             _log.exception(
                 "airlock outbox: %d intent(s) were published but could not be marked sent on %r; "

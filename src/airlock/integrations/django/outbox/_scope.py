@@ -208,7 +208,7 @@ class OutboxScope(DjangoScope):
         # for FAST_PATH_DEADLINE (what the writer cannot publish, it hands back at once).
         available = now if options["FAST_PATH"] == "off" else now + options["FAST_PATH_DEADLINE"]
         if ready:
-            set_state(connection, ready, READY, only_from=(PENDING, HELD), available_at=available)
+            set_state(connection, ready, READY, only_from=(PENDING, HELD), lazy_flush=True, available_at=available)
         if unwritten:
             insert(connection, [entry.row(READY, now, self.id, available) for entry in unwritten])
             for entry in unwritten:

@@ -7,7 +7,10 @@ caller's transaction (and savepoint).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,13 +92,63 @@ def for_ids(
 
 
 def set_state(
-    connection: Any, intent_ids: Sequence[str], state: str, *, only_from: Sequence[str] = (), **extra: Any
+    connection: Any,
+    intent_ids: Sequence[str],
+    state: str,
+    *,
+    only_from: Sequence[str] = (),
+    lazy_flush: bool = False,
+    **extra: Any,
 ) -> int:
-    """``UPDATE ... SET state = ...`` for the ids (only from the states ``only_from``, if given)."""
+    """``UPDATE ... SET state = ...`` for the ids (only from the states ``only_from``, if given).
+
+    ``lazy_flush``: on PostgreSQL, outside a transaction, the statement commits
+    without waiting for its WAL flush (``synchronous_commit`` off for it alone).
+    For the outbox's own marks only: a database crash in the next fraction of a
+    second may forget one, which leaves the row ``pending`` (then held) or
+    ``ready`` (then sent again, deduped), never lost. It saves the request a
+    disk flush, most of the statement's time.
+    """
     assignments = ", ".join(["state = %s", *(f"{column} = %s" for column in extra)])
     tail = f" AND state IN ({', '.join(['%s'] * len(only_from))})" if only_from else ""
     head = f"UPDATE {TABLE} SET {assignments}"
-    return for_ids(connection, head, [state, *extra.values()], intent_ids, tail=tail, tail_values=only_from)
+    values = [state, *extra.values()]
+    if lazy_flush and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        literal = _literals([*values, *intent_ids, *only_from])
+        if literal is not None:
+            changed = 0
+            for start in range(0, len(intent_ids), CHUNK):
+                chunk = intent_ids[start : start + CHUNK]
+                statement = (head + f" WHERE intent_id IN ({', '.join(['%s'] * len(chunk))})" + tail) % tuple(
+                    literal(value) for value in [*values, *chunk, *only_from]
+                )
+                with connection.cursor() as cursor:
+                    # One simple query, so one implicit transaction: SET LOCAL applies to it alone.
+                    cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}")
+                    with contextlib.suppress(Exception):  # psycopg2 keeps only the last result
+                        cursor.nextset()  # psycopg 3: from the SET's result to the UPDATE's
+                    changed += max(cursor.rowcount, 0)
+            return changed
+    return for_ids(connection, head, values, intent_ids, tail=tail, tail_values=only_from)
+
+
+_SAFE_TEXT = re.compile(r"[0-9A-Za-z_]{1,64}")
+
+
+def _literals(values: Sequence[Any]) -> Any:
+    """A function quoting each value as SQL, if every one is a plain id, state or number; else ``None``."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        if isinstance(value, str) and not _SAFE_TEXT.fullmatch(value):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+
+    def literal(value: Any) -> str:
+        return f"'{value}'" if isinstance(value, str) else repr(value)
+
+    return literal
 
 
 def delete_undecided(connection: Any, intent_ids: Sequence[str]) -> None:
