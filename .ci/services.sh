@@ -28,4 +28,9 @@ if ! up 5672 && command -v rabbitmq-server >/dev/null; then
   rabbitmq-server -detached || true
   wait_for rabbitmq 5672
 fi
+if ! up 3306 && [ -x /usr/sbin/mariadbd ]; then
+  echo "services: starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  wait_for mariadb 3306
+fi
 exit 0
