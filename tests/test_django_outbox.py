@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import time
 import types
 
@@ -62,7 +63,12 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture(autouse=True, params=["background", "inline"])
+# Every test under both fast paths; AIRLOCK_TEST_FAST_PATHS=background (the nox matrix's
+# other lanes and reruns) keeps the default only.
+FAST_PATHS = os.environ.get("AIRLOCK_TEST_FAST_PATHS", "background,inline").split(",")
+
+
+@pytest.fixture(autouse=True, params=FAST_PATHS)
 def outbox(request):
     configure_outbox({"FAST_PATH": request.param})
     airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
