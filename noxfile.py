@@ -2,8 +2,9 @@
 
 Lanes: Python 3.10 with Django 4.2, 3.11 with Django 5.2, 3.12 with the newest
 Django 6, each with the newest Celery, Huey, Dramatiq and django-q2. Each lane runs
-the whole suite (PostgreSQL when it is up); the 3.11 lane then runs the Django tests
-again on SQLite (every lane with AIRLOCK_SQLITE_EVERY_LANE=1).
+the whole suite (PostgreSQL when it is up); beside it, the 3.11 lane runs the
+transaction behaviours again on SQLite (every lane with AIRLOCK_SQLITE_EVERY_LANE=1)
+and the 3.10 lane the outbox's on MariaDB.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -71,37 +73,67 @@ def _group(name: str) -> list[str]:
 
 @nox.session(python=[lane[0] for lane in LANES])
 def tests(session: nox.Session) -> None:
-    """The whole suite on one lane, then its transaction behaviours on SQLite or MariaDB (one lane each)."""
+    """The whole suite on one lane, with runs beside it: SQLite, MariaDB, RabbitMQ, real servers."""
     _, django, requirement = next(lane for lane in LANES if lane[0] == session.python)
     extras = DJANGO_6_EXTRAS if django == "6" else []
     session.install("-e", ".[all]", *_group("test"), requirement, *extras)
     session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
     # Test databases of their own, so a run never drops another run's (two work trees, CI).
-    env = {"AIRLOCK_TEST_DB_SUFFIX": os.environ.get("AIRLOCK_TEST_DB_SUFFIX") or f"_nox{os.getpid()}"}
-    # Scenarios of a minute or so that do not depend on the Python or Django version run
-    # on one lane each, to keep the whole matrix under 15 minutes: the outbox on a
-    # RabbitMQ of its own (a node boots twice), the real servers (gunicorn, uvicorn,
-    # runserver), and four relays over 10,000 rows.
+    suffix = os.environ.get("AIRLOCK_TEST_DB_SUFFIX") or f"_nox{os.getpid()}"
     lanes = [lane[0] for lane in LANES]
-    for variable, lane in (
-        ("AIRLOCK_SKIP_OWN_RABBITMQ", SQLITE_LANE),
-        ("AIRLOCK_SKIP_SERVERS", lanes[-1]),
-        ("AIRLOCK_SKIP_TEN_THOUSAND", lanes[0]),
-    ):
-        if session.python != lane:
-            env[variable] = "1"
+    # The main run leaves to runs beside it (below) what isolates itself: the outbox on a
+    # RabbitMQ of its own and the real servers, each on one lane; four relays over 10,000
+    # rows run on one lane too, and the outbox tests under both fast paths.
+    env = {"AIRLOCK_TEST_DB_SUFFIX": suffix, "AIRLOCK_SKIP_OWN_RABBITMQ": "1", "AIRLOCK_SKIP_SERVERS": "1"}
+    if session.python != lanes[0]:
+        env["AIRLOCK_SKIP_TEN_THOUSAND"] = "1"
     if session.python != SQLITE_LANE:
-        env["AIRLOCK_TEST_FAST_PATHS"] = "background"  # the outbox tests under both fast paths on one lane
-    # --durations: CI's log shows where the 15-minute budget goes.
-    session.run("python", "-m", "pytest", "--durations=10", *session.posargs, env=env)
-    # The transaction behaviours again on the other databases: rows in the caller's
-    # transaction and savepoints, the relay's claims and leases, the fault scenarios.
-    rerun = {**env, "AIRLOCK_SKIP_OWN_RABBITMQ": "1", "AIRLOCK_TEST_FAST_PATHS": "background"}
+        env["AIRLOCK_TEST_FAST_PATHS"] = "background"
+    # Beside the main run, sharing the two cores: each uses a database of its own and no
+    # shared broker (the in-memory transport, or a Redis, RabbitMQ or server of its own).
+    # The transaction behaviours again on SQLite and MariaDB (rows in the caller's
+    # transaction and savepoints, the relay's claims and leases, the fault scenarios).
+    rerun = {**env, "AIRLOCK_SKIP_TEN_THOUSAND": "1", "AIRLOCK_TEST_FAST_PATHS": "background"}
+    beside = []
     if session.python == MARIADB_LANE:
-        session.run("python", "-m", "pytest", "-q", *OUTBOX_TESTS, env={**rerun, "AIRLOCK_TEST_DB": "mariadb"})
+        beside.append(("MariaDB", OUTBOX_TESTS, {**rerun, "AIRLOCK_TEST_DB": "mariadb"}))
     if session.python == SQLITE_LANE or os.environ.get("AIRLOCK_SQLITE_EVERY_LANE"):
-        tests = [*SQLITE_TESTS, *OUTBOX_TESTS]
-        session.run("python", "-m", "pytest", "-q", *tests, env={**rerun, "AIRLOCK_TEST_DB": "sqlite"})
+        beside.append(("SQLite", [*SQLITE_TESTS, *OUTBOX_TESTS], {**rerun, "AIRLOCK_TEST_DB": "sqlite"}))
+    if session.python == SQLITE_LANE:
+        own = {"AIRLOCK_TEST_DB_SUFFIX": f"{suffix}_rmq", "AIRLOCK_TEST_FAST_PATHS": "background"}
+        beside.append(("RabbitMQ", ["tests/test_django_outbox_rabbitmq.py"], own))
+    if session.python == lanes[-1]:
+        beside.append(("servers", ["tests/test_servers.py"], {"AIRLOCK_TEST_DB_SUFFIX": f"{suffix}_srv"}))
+    started = [_beside(session, name, tests, extra) for name, tests, extra in beside]
+    try:
+        # --durations: CI's log shows where the 15-minute budget goes.
+        session.run("python", "-m", "pytest", "--durations=10", *session.posargs, env=env)
+    finally:
+        failed = [name for name, process, log in started if _finish(process, log, name)]
+    if failed:
+        session.error(f"the {' and '.join(failed)} run beside the main one failed (its output is above)")
+
+
+def _beside(session: nox.Session, name: str, tests: list[str], extra: dict[str, str]) -> tuple[str, Any, Any]:
+    """Start a pytest run in the session's venv in the background, its output to a file."""
+    log = tempfile.TemporaryFile(mode="w+")
+    environment = {**os.environ, **extra, "PATH": f"{session.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    python = str(Path(session.bin) / "python")
+    process = subprocess.Popen(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    session.log(f"{name} run started beside the main run: {' '.join(tests)}")
+    return name, process, log
+
+
+def _finish(process: Any, log: Any, name: str) -> bool:
+    """Wait for a run started by _beside, print its output; whether it failed."""
+    code = process.wait()
+    log.seek(0)
+    print(f"---- {name}, run beside the main one (exit {code}) ----\n{log.read()}", flush=True)
+    log.close()
+    return code != 0
 
 
 @nox.session(python=TOOLS_PYTHON)

@@ -310,14 +310,13 @@ def test_a_frozen_broker_costs_a_background_request_nothing_and_the_relay_delive
     settle()
     server.freeze()
     try:
-        started = time.monotonic()
         with airlock.scope(), transaction.atomic():
             for number in range(5):
                 airlock.enqueue(record, number)
-        took = time.monotonic() - started
+        # The scope returned while its five rows are still with the publisher: nothing can
+        # reach a frozen broker, so the request did not wait for one.
         publisher = background_publisher()
-        assert publisher is not None and publisher.depth == 5  # handed over, not yet published
-        assert took < 1.0, took  # the request did not wait for the frozen broker
+        assert publisher is not None and publisher.depth == 5
         settle()  # the publisher gives up on its socket timeout and hands the rows to the relay
         assert states() == [SENT] + [READY] * 5
     finally:
