@@ -44,7 +44,16 @@ from airlock.integrations.django.outbox._publish import Message, Outcome, publis
 from airlock.integrations.django.outbox._store import TABLE, for_ids, set_state
 from airlock.signals.outbox import handoff_full
 
-__all__ = ["Batch", "Publisher", "background_publisher", "drain_on_sigterm", "hand_off", "release", "settle"]
+__all__ = [
+    "Batch",
+    "Publisher",
+    "background_publisher",
+    "drain_on_sigterm",
+    "hand_off",
+    "publish_batches",
+    "release",
+    "settle",
+]
 
 _log = logging.getLogger("airlock.integrations.django.outbox")
 
@@ -98,17 +107,17 @@ def release(using: str, intent_ids: list[str]) -> None:
 class Publisher:
     """This process's publisher thread and its bounded hand-off.
 
+    A batch that would take the rows waiting over ``HANDOFF_LIMIT`` is refused.
+
     Args:
-        limit: Rows that may wait; a batch that would go over is refused.
         report: Called in the thread with each batch's scope, outcome and start
             time (the scope's own reporting: signals and log lines).
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, limit: int, report: Callable[[Any, Outcome, float], None]) -> None:
+    def __init__(self, report: Callable[[Any, Outcome, float], None]) -> None:
         self.pid = os.getpid()
-        self.limit = limit
         self.published = 0  # rows this publisher sent
         self.overflowed = 0  # rows refused because the hand-off was full
         self._report = report
@@ -132,10 +141,10 @@ class Publisher:
     def thread(self) -> threading.Thread:
         return self._thread
 
-    def submit(self, batch: Batch, limit: int | None = None) -> bool:
+    def submit(self, batch: Batch) -> bool:
         """Queue ``batch``; ``False`` (nothing queued) if it does not fit or the publisher is closed."""
         rows = len(batch.messages)
-        limit = self.limit if limit is None else limit
+        limit = outbox_options()["HANDOFF_LIMIT"]
         with self._ready:
             if self._closed or self._queued + self._in_hand + rows > limit:
                 self.overflowed += rows
@@ -206,32 +215,56 @@ class Publisher:
                     _drop_broken({batch.using for batch in batches})
 
     def _publish(self, batches: list[Batch]) -> None:
-        options = outbox_options()
-        if monotonic() < options.paused_until:
-            _log.info(
-                "airlock outbox: the broker was unreachable moments ago; %d intent(s) left for the relay",
-                sum(len(batch.messages) for batch in batches),
-            )
-            for batch in batches:
-                release(batch.using, [message.intent_id for message in batch.messages])
-            return
-        started = monotonic()
-        messages = [message for batch in batches for message in batch.messages]
-        senders = {id(message): batch.scope for batch in batches for message in batch.messages}
-        outcome = publish(
-            messages, deadline=started + options["FAST_PATH_DEADLINE"], sender=lambda message: senders.get(id(message))
+        outcome = publish_batches(batches, self._report, on_sent=_observe_latency)
+        if outcome is not None:
+            self.published += len(outcome.sent)
+
+
+def publish_batches(
+    batches: list[Batch],
+    report: Callable[[Any, Outcome, float], None],
+    *,
+    on_sent: Callable[[Batch, float], None] | None = None,
+) -> Outcome | None:
+    """One fast-path run, inline or in the publisher: the batches in order, over one connection per carrier.
+
+    Within ``FAST_PATH_DEADLINE``; a broker found unreachable pauses the fast path
+    for ``FAST_PATH_PAUSE`` (during which a run hands everything to the relay at
+    once, and returns ``None``). Each batch's rows are then settled on its
+    database and reported to its scope; ``on_sent(batch, done)`` is called for
+    each batch that sent something.
+    """
+    options = outbox_options()
+    if monotonic() < options.paused_until:
+        _log.info(
+            "airlock outbox: the broker was unreachable moments ago; %d intent(s) left for the relay",
+            sum(len(batch.messages) for batch in batches),
         )
-        if outcome.unreachable is not None:
-            options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
-        self.published += len(outcome.sent)
-        done = monotonic()
         for batch in batches:
-            part = _part_of(outcome, batch)
-            settle(batch.using, part)
-            if part.sent:
-                for observe in latency_observers:
-                    observe(done - batch.committed)
-            self._report(batch.scope, part, started)
+            release(batch.using, [message.intent_id for message in batch.messages])
+        return None
+    started = monotonic()
+    messages = [message for batch in batches for message in batch.messages]
+    senders = {id(message): batch.scope for batch in batches for message in batch.messages}
+    outcome = publish(
+        messages, deadline=started + options["FAST_PATH_DEADLINE"], sender=lambda message: senders.get(id(message))
+    )
+    if outcome.unreachable is not None:
+        # One run pays for finding the broker down, not every request.
+        options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
+    done = monotonic()
+    for batch in batches:
+        part = outcome if len(batches) == 1 else _part_of(outcome, batch)
+        settle(batch.using, part)
+        if part.sent and on_sent is not None:
+            on_sent(batch, done)
+        report(batch.scope, part, started)
+    return outcome
+
+
+def _observe_latency(batch: Batch, done: float) -> None:
+    for observe in latency_observers:
+        observe(done - batch.committed)
 
 
 def _drop_broken(aliases: set[str]) -> None:
@@ -285,9 +318,9 @@ def hand_off(batch: Batch, report: Callable[[Any, Outcome, float], None]) -> boo
         with _lock:
             publisher = background_publisher()
             if publisher is None:
-                publisher = _publisher = Publisher(outbox_options()["HANDOFF_LIMIT"], report)
+                publisher = _publisher = Publisher(report)
                 _drain_at_exit(publisher)
-    if publisher.submit(batch, outbox_options()["HANDOFF_LIMIT"]):
+    if publisher.submit(batch):
         return True
     if handoff_full.receivers:
         handoff_full.emit(batch.scope, rows=len(batch.messages), depth=publisher.depth)

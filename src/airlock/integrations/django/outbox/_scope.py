@@ -38,11 +38,11 @@ from django.db import connections  # type: ignore[import-untyped]  # Django ship
 from airlock import Intent, Scope
 from airlock._context import hooks
 from airlock.integrations.django._scope import DjangoScope
-from airlock.integrations.django.outbox._background import Batch, hand_off, release, settle
+from airlock.integrations.django.outbox._background import Batch, hand_off, publish_batches, settle
 from airlock.integrations.django.outbox._carriers import Carrier, carrier_for
 from airlock.integrations.django.outbox._models import HELD, PENDING, READY
 from airlock.integrations.django.outbox._options import outbox_options
-from airlock.integrations.django.outbox._publish import Message, Outcome, publish
+from airlock.integrations.django.outbox._publish import Message, Outcome
 from airlock.integrations.django.outbox._store import delete_undecided, encode, insert, set_state
 from airlock.signals import dispatch_failed, intent_dispatched
 from airlock.typing import Policy
@@ -250,24 +250,11 @@ class OutboxScope(DjangoScope):
             settle(self._using, outcome)
             self._report(self, outcome, started)
             return
-        if monotonic() < options.paused_until:
-            _log.info(
-                "airlock outbox: the broker was unreachable moments ago; %d intent(s) left for the relay", len(messages)
-            )
-            release(self._using, [message.intent_id for message in messages])
+        batch = Batch(self, self._using, messages)
+        # While the fast path is paused, publish_batches hands the rows to the relay at once, here.
+        if mode == "background" and monotonic() >= options.paused_until and hand_off(batch, OutboxScope._report):
             return
-        if mode == "background" and hand_off(Batch(self, self._using, messages), OutboxScope._report):
-            return
-        started = monotonic()
-        outcome = publish(messages, deadline=started + options["FAST_PATH_DEADLINE"], sender=self._sender)
-        if outcome.unreachable is not None:
-            # One request pays for finding the broker down, not every request.
-            options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
-        settle(self._using, outcome)
-        self._report(self, outcome, started)
-
-    def _sender(self, message: Message) -> Scope:
-        return self
+        publish_batches([batch], OutboxScope._report)
 
     @staticmethod
     def _report(scope: Scope, outcome: Any, started: float) -> None:
