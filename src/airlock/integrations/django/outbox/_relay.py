@@ -147,9 +147,7 @@ class Relay:
             self,
             relay_started,
             logging.INFO,
-            "airlock relay %s serving %s",
-            self.id,
-            ", ".join(self.databases),
+            "airlock relay %(relay)s serving %(databases)s",
             databases=list(self.databases),
         )
         while not self._stop.is_set():
@@ -160,10 +158,8 @@ class Relay:
                     self,
                     relay_paused,
                     logging.WARNING,
-                    "airlock relay %s: the broker is unreachable (%s); pausing %.2fs without spending attempts",
-                    self.id,
-                    done.unreachable,
-                    self._pause,
+                    "airlock relay %(relay)s: the broker is unreachable (%(error)s); "
+                    "pausing %(seconds).2fs without spending attempts",
                     error=done.unreachable,
                     seconds=self._pause,
                 )
@@ -172,7 +168,7 @@ class Relay:
             self._pause = 0.0
             if not (done.sent or done.failed):
                 self._stop.wait(self.poll)
-        _tell(self, relay_stopped, logging.INFO, "airlock relay %s stopped", self.id)
+        _tell(self, relay_stopped, logging.INFO, "airlock relay %(relay)s stopped")
 
     def run_once(self) -> Pass:
         """Hold stale pending rows, then publish every due row on every database; return the totals.
@@ -292,21 +288,20 @@ class Relay:
     def _fail(self, connection: Any, row: tuple[Any, ...], error: BaseException, token: str, now: float) -> int:
         attempts = row[5] + 1
         text = _describe(error)[:2000]
+        row_fields = {
+            "database": connection.alias,
+            "intent_id": row[1],
+            "task": row[2],
+            "attempts": attempts,
+            "error": text,
+        }
         if attempts >= self.max_attempts:
             _tell(
                 self,
                 row_dead,
                 logging.ERROR,
-                "airlock relay: %s %s dead after %d attempts: %s",
-                row[2],
-                row[1],
-                attempts,
-                text,
-                database=connection.alias,
-                intent_id=row[1],
-                task=row[2],
-                attempts=attempts,
-                error=text,
+                "airlock relay: %(task)s %(intent_id)s dead after %(attempts)d attempts: %(error)s",
+                **row_fields,
             )
             _update_ids(
                 connection,
@@ -320,18 +315,9 @@ class Relay:
             self,
             row_failed,
             logging.WARNING,
-            "airlock relay: %s %s failed (attempt %d), retry in %.1fs: %s",
-            row[2],
-            row[1],
-            attempts,
-            delay,
-            text,
-            database=connection.alias,
-            intent_id=row[1],
-            task=row[2],
-            attempts=attempts,
+            "airlock relay: %(task)s %(intent_id)s failed (attempt %(attempts)d), retry in %(retry_in).1fs: %(error)s",
             retry_in=delay,
-            error=text,
+            **row_fields,
         )
         _update_ids(
             connection,
@@ -359,23 +345,26 @@ class Relay:
                 self,
                 rows_held,
                 logging.WARNING,
-                "airlock relay: %d row(s) on %r were committed but their scope never decided (its process "
-                "died?); they are held: inspect them, then `manage.py airlock_requeue --held` or purge them",
-                held,
-                alias,
+                "airlock relay: %(count)d row(s) on %(database)r were committed but their scope never decided (its "
+                "process died?); they are held: inspect them, then `manage.py airlock_requeue --held` or purge them",
                 database=alias,
                 count=held,
             )
         return held
 
 
-def _tell(relay: Relay, signal: Signal, level: int, text: str, *args: Any, **fields: Any) -> None:
-    """Say what the relay did: on its signal, and in the stdlib log unless the structlog bridge logs it."""
+def _tell(relay: Relay, signal: Signal, level: int, text: str, **fields: Any) -> None:
+    """Say what the relay did: on its signal, and in the stdlib log unless the structlog bridge logs it.
+
+    ``text`` names its values (``%(task)s``): the signal's keyword arguments, and
+    ``relay`` for the relay's id; a list reads as its items joined by commas.
+    """
     if signal.receivers:
         signal.emit(relay, **fields)
     bridge = sys.modules.get("airlock.integrations.structlog")
     if bridge is None or not bridge.is_instrumented():
-        _log.log(level, text, *args)
+        shown = {key: ", ".join(value) if isinstance(value, list) else value for key, value in fields.items()}
+        _log.log(level, text, {"relay": relay.id, **shown})
 
 
 def _describe(error: BaseException) -> str:
