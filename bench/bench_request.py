@@ -201,15 +201,9 @@ def _queued(prefix: str, queue: str) -> int:
 
 
 def _clean(prefix: str) -> None:
-    import redis
+    from tests.celery_support import delete_keys
 
-    client = redis.Redis.from_url(REDIS)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_keys(REDIS, prefix)
 
 
 def run(quick: bool = False) -> list[Figure]:

@@ -206,15 +206,20 @@ def serving(app: Celery, queues: list[str]) -> Iterator[None]:
         yield
 
 
+def delete_keys(url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix`` (a run's own) on the Redis at ``url``; never flush it."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def _clean(broker: Broker) -> None:
     if broker.name == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{REDIS_KEYPREFIX}*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_keys(REDIS_URL, REDIS_KEYPREFIX)
         return
     with broker.app.connection_for_write() as connection:
         for queue in (DEFAULT_QUEUE, ROUTED_QUEUE, IDLE_QUEUE):

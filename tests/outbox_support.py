@@ -7,6 +7,7 @@ killed by its pid only; the shared Redis on 6379 is never touched.
 from __future__ import annotations
 
 import collections
+import time
 import uuid
 from typing import Any
 
@@ -56,6 +57,19 @@ memory_app, memory_record = make_app("outbox_memory", "memory://")
 @memory_app.task(name="outbox_memory.other", shared=False)
 def memory_other(*args: Any, **kwargs: Any) -> None:
     return None
+
+
+def drain_relay(relay: Any, rounds: int = 50, pause: float = 0.05) -> int:
+    """Run the relay until nothing is due, riding out the first reconnects to a restarted broker."""
+    sent = 0
+    for _ in range(rounds):
+        done = relay.run_once()
+        sent += done.sent
+        if done.unreachable is None and not (done.sent or done.failed):
+            return sent
+        if done.unreachable is not None:
+            time.sleep(pause)
+    raise AssertionError(f"the relay did not drain in {rounds} rounds")
 
 
 def settle(timeout: float = 10.0) -> None:

@@ -39,6 +39,7 @@ from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
 from tests.outbox_support import RUNS, make_app, rows, settle, states
+from tests.outbox_support import drain_relay as drain
 from tests.own_redis import OwnRedis, own_redis
 
 require_database()
@@ -67,19 +68,6 @@ def app(server: OwnRedis) -> Any:
     yield celery_app, record
     celery_app.pool.force_close_all()
     configure_outbox(None)
-
-
-def drain(relay: Relay, rounds: int = 50) -> int:
-    """Run the relay until nothing is due, riding out the first reconnects to a restarted broker."""
-    sent = 0
-    for _ in range(rounds):
-        done = relay.run_once()
-        sent += done.sent
-        if done.unreachable is None and not (done.sent or done.failed):
-            return sent
-        if done.unreachable is not None:
-            time.sleep(0.05)
-    raise AssertionError(f"the relay did not drain in {rounds} rounds")
 
 
 def intent_ids(using: str = "default") -> set[str]:
