@@ -16,7 +16,7 @@ import types
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 
 import airlock
 from airlock import BlockTasks
@@ -36,6 +36,7 @@ from airlock.integrations.django.outbox import (
     first_delivery,
     register_carrier,
 )
+from airlock.integrations.django.outbox._precommit import waiting
 from airlock.integrations.executors.celery import celery_executor
 from airlock.integrations.executors.sync import sync_executor
 from airlock.signals import dispatch_failed, intent_dispatched
@@ -91,9 +92,11 @@ def test_a_row_is_written_inside_the_transaction_and_sent_after_the_commit():
     with airlock.scope(), transaction.atomic():
         order = Order.objects.create(sku="tea")
         intent = airlock.enqueue(memory_record, order.pk, note="hot")
-        # Written, on this connection, before the commit: it lives in the transaction.
-        assert states() == [PENDING]
+        # It waits on the connection, to be written by the commit, in the transaction.
+        assert waiting(connections["default"]) == 1
+        assert states() == []
         assert memory_messages() == []
+    assert waiting(connections["default"]) == 0
     ((intent_id, task, state),) = rows()
     assert (task, state) == ("outbox_memory.record", SENT)
     assert memory_messages() == [(intent_id, [order.pk], {"note": "hot"})]
@@ -108,6 +111,78 @@ def test_the_consumer_gets_the_rows_intent_id_as_its_task_id():
     assert [(args, kwargs) for _, args, kwargs in sent] == [([1], {}), ([2], {"colour": "red"})]
     assert [task_id for task_id, _, _ in sent] == [intent_id for intent_id, _, _ in rows()]
     assert states() == [SENT, SENT]
+
+
+def _outbox_inserts(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.lstrip().upper().startswith("INSERT INTO AIRLOCK_OUTBOX")]
+
+
+@contextlib.contextmanager
+def recorded_statements():
+    statements: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["default"].execute_wrapper(record):
+        yield statements
+
+
+def test_a_transactions_rows_are_one_insert_right_before_its_commit():
+    with recorded_statements() as statements, airlock.scope():
+        with transaction.atomic():
+            Order.objects.create(sku="tea")
+            for number in range(5):
+                airlock.enqueue(memory_record, number)
+            assert _outbox_inserts(statements) == []
+        inserts = _outbox_inserts(statements)
+        assert len(inserts) == 1  # one statement for the five rows, in the transaction
+        assert states() == [PENDING] * 5  # the scope has not decided yet
+    assert states() == [SENT] * 5
+    assert [args for _, args, _ in memory_messages()] == [[n] for n in range(5)]
+
+
+def test_a_row_that_cannot_be_written_at_the_commit_rolls_the_transaction_back():
+    """The commit's INSERT fails (its intent id already taken): nothing of the transaction stays."""
+    other = connections.create_connection("default")  # autocommit: what it writes is committed at once
+    try:
+        with airlock.scope(), pytest.raises(IntegrityError), transaction.atomic():
+            airlock.enqueue(memory_record, 1)
+            ((_entry, _ticket, row),) = connections["default"].__dict__["_airlock_outbox_waiting"]
+            with other.cursor() as cursor:  # before this transaction writes: SQLite would be locked
+                cursor.execute(
+                    "INSERT INTO airlock_outbox (intent_id, task, executor, payload, state, attempts, created_at, "
+                    "available_at, claimed_by, written_by, last_error) "
+                    "VALUES (%s, 'x', 'celery', '[]', 'sent', 0, 0, 0, '', '', '')",
+                    [row[0]],
+                )
+            Order.objects.create(sku="doomed")
+    finally:
+        other.close()
+    assert not Order.objects.filter(sku="doomed").exists()  # the whole transaction rolled back
+    assert memory_messages() == []
+    assert states() == [SENT]  # the other connection's row only
+
+
+def test_a_scope_discarded_inside_the_transaction_writes_no_row_at_its_commit():
+    with transaction.atomic():
+        Order.objects.create(sku="tea")
+        with contextlib.suppress(Boom), airlock.scope():
+            airlock.enqueue(memory_record, 1)
+            raise Boom
+        assert waiting(connections["default"]) == 1
+    assert rows() == []
+    assert memory_messages() == []
+
+
+def test_a_rollback_forgets_the_rows_waiting_for_the_commit():
+    with airlock.scope(), pytest.raises(Boom), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+        assert waiting(connections["default"]) == 1
+        raise Boom
+    assert waiting(connections["default"]) == 0
+    assert rows() == []
 
 
 def test_a_rollback_leaves_no_row_and_sends_nothing():

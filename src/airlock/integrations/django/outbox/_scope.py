@@ -4,10 +4,11 @@ The life of one intent:
 
 1. **Enqueue.** The arguments are encoded as JSON (an argument JSON cannot hold
    is refused here, naming it) and the task's registered name is found. Inside
-   a transaction the row is written at once, ``pending``, on the scope's
-   database, so a rollback of the transaction (or of the savepoint around the
-   enqueue) takes the row with it. Outside one there is nothing to tie the row
-   to; it is written at the flush.
+   a transaction the row is ``pending``, on the scope's database, written with
+   the transaction's other rows in one ``INSERT`` right before it commits
+   (``_precommit``), so a rollback of the transaction (or of the savepoint
+   around the enqueue) means the row never exists. Outside one there is
+   nothing to tie the row to; it is written at the flush.
 2. **Flush.** The scope decides. The rows of the intents that go become
    ``ready`` in one ``UPDATE`` (inside the transaction, if it is still open);
    the rows of those a policy refused or a rollback dropped, and of a discarded
@@ -42,6 +43,7 @@ from airlock.integrations.django.outbox._background import Batch, hand_off, publ
 from airlock.integrations.django.outbox._carriers import Carrier, carrier_for
 from airlock.integrations.django.outbox._models import HELD, PENDING, READY
 from airlock.integrations.django.outbox._options import outbox_options
+from airlock.integrations.django.outbox._precommit import defer
 from airlock.integrations.django.outbox._publish import Message, Outcome
 from airlock.integrations.django.outbox._store import delete_undecided, encode, insert, set_state
 from airlock.signals import dispatch_failed, intent_dispatched
@@ -55,7 +57,7 @@ _log = logging.getLogger("airlock.integrations.django.outbox")
 class _Entry:
     """One intent's row, as the process that wrote it knows it."""
 
-    __slots__ = ("carrier", "intent_id", "message", "name", "payload", "written")
+    __slots__ = ("carrier", "dropped", "intent_id", "message", "name", "payload", "written")
 
     def __init__(self, carrier: Carrier, name: str, payload: str, message: Message) -> None:
         self.carrier = carrier
@@ -63,7 +65,8 @@ class _Entry:
         self.payload = payload
         self.message = message
         self.intent_id = message.intent_id
-        self.written = False
+        self.written = False  # its row is in the database (or in the open transaction)
+        self.dropped = False  # its scope let it go: a row waiting for the commit must not be written
 
     def row(self, state: str, now: float, scope_id: str, available: float | None = None) -> tuple[Any, ...]:
         available = now if available is None else available
@@ -130,13 +133,8 @@ class OutboxScope(DjangoScope):
         ticket = self._ticket  # the run of on_commit intents it just joined
         assert ticket is not None
         if ticket.hooks is not None:  # given to on_commit: a transaction is open
-            try:
-                insert(ticket.connection, [entry.row(PENDING, time(), self.id)])
-            except BaseException:
-                self._buffer.pop()
-                ticket.intents.pop()
-                raise
-            entry.written = True
+            # Written with the transaction's other rows, in one statement, as it commits.
+            defer(ticket.connection, entry, ticket, entry.row(PENDING, time(), self.id))
         self._entries[id(intent)] = entry
         return intent
 
@@ -170,6 +168,8 @@ class OutboxScope(DjangoScope):
 
     def _forget(self, entries: dict[int, _Entry], why: str) -> None:
         self._entries = {}
+        for entry in entries.values():
+            entry.dropped = True
         written = [entry.intent_id for entry in entries.values() if entry.written]
         if written:
             delete_undecided(connections[self._using], written)
