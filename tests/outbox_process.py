@@ -6,7 +6,9 @@ environment by :func:`environment`:
 - ``relay``: ``manage.py airlock_relay`` (``--once`` with ``OUTBOX_TEST_ONCE=1``).
 - ``web``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and lets the
   fast path publish them; with ``OUTBOX_TEST_KILL_AFTER=n`` it SIGKILLs itself
-  right after the n-th message reached the broker, inside the fast path.
+  right after Celery published the n-th message, inside the fast path (on Redis
+  the messages wait in a pipeline until it is pushed: ``OUTBOX_TEST_PUSH_EVERY``
+  sets how many it holds).
 - ``exit``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and ends at
   once, with the background publisher still holding them: normally
   (``atexit``), or with ``OUTBOX_TEST_END=sigterm`` by SIGTERM to itself.
@@ -70,6 +72,10 @@ def web() -> None:
     from airlock.integrations.executors.celery import celery_executor
 
     kill_after = int(os.environ.get("OUTBOX_TEST_KILL_AFTER", "0"))
+    if os.environ.get("OUTBOX_TEST_PUSH_EVERY"):
+        from airlock.integrations.django.outbox import _publish
+
+        _publish.PUSH_EVERY = int(os.environ["OUTBOX_TEST_PUSH_EVERY"])
     published = [0]
 
     @after_task_publish.connect(weak=False)

@@ -170,17 +170,19 @@ def test_2_a_relay_killed_mid_batch_then_restarted_delivers_all_and_the_consumer
 
 
 def test_4_a_web_process_killed_inside_the_fast_path_loses_nothing(server, app):
-    process = child("web", server, count=10, kill_after=3)
+    # The messages go to Redis in pipelines of two: killed with the third one published
+    # into the second pipeline, so two reached the broker and the third never did.
+    process = child("web", server, count=10, kill_after=3, push_every=2)
     _, err = process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL, err
-    assert len(server.queued_ids(QUEUE)) == 3  # three went out before the kill
+    assert len(server.queued_ids(QUEUE)) == 2  # the first pipeline, pushed before the kill
     assert states() == [READY] * 10  # committed, flushed, none marked sent
     # A relay leaves fresh rows to their writer for FAST_PATH_DEADLINE: here, one that far on.
     later = outbox_options()["FAST_PATH_DEADLINE"]
     drain(Relay(databases=["default"], clock=lambda: time.time() + later))
     counts = collections.Counter(server.queued_ids(QUEUE))
     assert set(counts) == intent_ids()
-    assert sorted(counts.values()) == [1] * 7 + [2] * 3  # the three in flight go twice; consumers dedupe
+    assert sorted(counts.values()) == [1] * 8 + [2] * 2  # the two pushed go twice; consumers dedupe
 
 
 def test_4b_a_web_process_killed_before_its_scope_decided_leaves_held_rows(server, app):
@@ -356,3 +358,38 @@ def test_the_relays_sigterm_stops_it_cleanly(server, app):
     _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
     assert states() == [SENT]
+
+
+def test_a_pipeline_redis_refuses_leaves_all_its_rows_for_the_relay(server, app):
+    """The fast path's messages go to Redis in one pipeline; Redis refuses it (out of memory)."""
+    from airlock.signals import dispatch_failed, intent_dispatched
+
+    configure_outbox({"FAST_PATH": "inline"})
+    _, record = app
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(record, "warm-up")  # the queue is declared; the next publishes only push
+    assert states() == [SENT]
+    client = server.client()
+    client.config_set("maxmemory", "1")
+    client.config_set("maxmemory-policy", "noeviction")
+    failed, dispatched = [], []
+    try:
+        with (
+            dispatch_failed.connected_to(lambda sender, **kw: failed.append(kw["intent"])),
+            intent_dispatched.connected_to(lambda sender, **kw: dispatched.append(kw["intent"])),
+            airlock.scope(),
+            transaction.atomic(),
+        ):
+            for number in range(5):
+                airlock.enqueue(record, number)
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    # Handed to the producer, then the push failed: each one is reported failed, its row stays ready.
+    assert len(dispatched) == 5 and failed == dispatched
+    assert sorted(states()) == [READY] * 5 + [SENT]
+    assert len(server.queued_ids(QUEUE)) == 1
+    later = outbox_options()["FAST_PATH_DEADLINE"]
+    drain(Relay(databases=["default"], clock=lambda: time.time() + later))
+    counts = collections.Counter(server.queued_ids(QUEUE))
+    assert set(counts) == intent_ids() and sorted(counts.values()) == [1] * 6

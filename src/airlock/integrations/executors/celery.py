@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
@@ -405,15 +404,37 @@ else:
 _connection_errors: tuple[type[BaseException], ...] = (OSError, OperationalError)
 
 
+@contextmanager
+def buffered_publishing() -> Iterator[Callable[[], None]]:
+    """``publishing()`` whose Redis publishes wait in one pipeline until the ``flush`` it yields.
+
+    For the outbox, which marks a row sent only after its message was pushed:
+    it calls ``flush()`` before it marks anything, and a ``flush()`` that raises
+    means that every message since the last one may or may not have arrived
+    (their rows stay ready, and a second delivery has the same task id). Not
+    for the executor's own callers, to whom a returned ``AsyncResult`` means
+    "published". On a transport that cannot buffer (AMQP), each message is sent
+    before ``apply_async`` returns and ``flush()`` has nothing to do.
+    """
+    batch = _Batch(buffered=True)
+    token = _batch.set(batch)
+    try:
+        yield batch.flush
+    finally:
+        _batch.reset(token)
+        batch.close()
+
+
 @final
 class _Batch:
     """The producers a ``publishing()`` block borrowed, one per producer pool."""
 
-    __slots__ = ("_broken", "_held")
+    __slots__ = ("_broken", "_buffered", "_held")
 
-    def __init__(self) -> None:
-        self._held: dict[int, tuple[Any, Any, ExitStack]] = {}
+    def __init__(self, *, buffered: bool = False) -> None:
+        self._held: dict[int, tuple[Any, Any, ExitStack, Any]] = {}
         self._broken: set[int] = set()
+        self._buffered = buffered
 
     def send(self, pool: Any, apply_async: Any, args: Any, kwargs: Any, options: Any) -> Any:
         key = id(pool)
@@ -422,32 +443,50 @@ class _Batch:
                 return _send_on(producer, apply_async, args, kwargs, options)
         held = self._held.get(key)
         if held is None:
-            held = self._held[key] = self._borrow(pool)
+            held = self._held[key] = self._borrow(pool, self._buffered)
         try:
             return _send(apply_async, args=args, kwargs=kwargs, **options, producer=held[1])
         except Exception as error:
-            _drop_if_timed_out(held[1], error)
-            # Give the producer back (kombu replaces its connection) and publish
-            # the rest of the block one producer at a time, as without publishing().
-            self._broken.add(key)
-            del self._held[key]
-            held[2].__exit__(*sys.exc_info())
+            self._give_back(key, held, error)
             raise
 
+    def _give_back(self, key: int, held: tuple[Any, Any, ExitStack, Any], error: BaseException) -> None:
+        _drop_if_timed_out(held[1], error)
+        # Give the producer back (kombu replaces its connection) and publish
+        # the rest of the block one producer at a time, as without publishing().
+        self._broken.add(key)
+        del self._held[key]
+        held[2].__exit__(type(error), error, error.__traceback__)
+
     @staticmethod
-    def _borrow(pool: Any) -> tuple[Any, Any, ExitStack]:
+    def _borrow(pool: Any, buffered: bool) -> tuple[Any, Any, ExitStack, Any]:
         stack = ExitStack()
         producer = stack.enter_context(pool.acquire(block=True))
         # kombu 5.7+ can keep one Redis client for many publishes. A batch of one
         # command still sends each message before apply_async returns, so a
         # failure belongs to the intent that caused it, as without a batch.
+        # Buffered, the pipeline is pushed only by flush() (kombu's own limit is
+        # never reached), so the caller knows which messages a failure covers.
+        window = None
         if getattr(producer, "supports_batch_publish", False):
-            stack.enter_context(producer.batch(max_size=1))
-        return pool, producer, stack
+            window = stack.enter_context(producer.batch(max_size=1_000_000_000 if buffered else 1))
+        return pool, producer, stack, window
+
+    def flush(self) -> None:
+        """Push what every held producer buffered; raise (and stop using that producer) if one fails."""
+        for key, held in list(self._held.items()):
+            window = held[3]
+            if window is None or not self._buffered:
+                continue
+            try:
+                window.flush()
+            except Exception as error:
+                self._give_back(key, held, error)
+                raise
 
     def close(self) -> None:
         held, self._held = self._held, {}
-        for _pool, _producer, stack in held.values():
+        for _pool, _producer, stack, _window in held.values():
             stack.__exit__(None, None, None)
 
 

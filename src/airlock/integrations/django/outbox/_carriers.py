@@ -54,7 +54,14 @@ class Carrier:
         raise NotImplementedError
 
     def batch(self) -> contextlib.AbstractContextManager[Any]:
-        """A block inside which many ``send`` calls share a connection, when the library can."""
+        """A block inside which many ``send`` calls share a connection, when the library can.
+
+        A carrier may also buffer inside it: its block then yields a function
+        that pushes what ``send`` buffered, and raises if that fails. A ``send``
+        that returned means only "buffered" then: the outbox calls the function
+        before it marks any of those rows sent, and a failure of it leaves all
+        of them for the relay.
+        """
         return contextlib.nullcontext()
 
 
@@ -69,10 +76,10 @@ class CeleryCarrier(Carrier):
     key = "celery"
 
     def __init__(self) -> None:
-        from airlock.integrations.executors.celery import celery_executor, publishing
+        from airlock.integrations.executors.celery import buffered_publishing, celery_executor
 
         self._executor = celery_executor
-        self._publishing = publishing
+        self._buffered = buffered_publishing
 
     def name_of(self, task: Any) -> str:
         name = getattr(task, "name", None)
@@ -96,7 +103,8 @@ class CeleryCarrier(Carrier):
         return self._executor(Intent(task, tuple(args), kwargs, dispatch_options=options))
 
     def batch(self) -> contextlib.AbstractContextManager[Any]:
-        return self._publishing()
+        # On Redis, a run's messages go in one pipeline (one round trip, one client).
+        return self._buffered()
 
 
 class DramatiqCarrier(Carrier):
@@ -431,9 +439,15 @@ def is_unreachable(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def batches(carriers: Iterator[Carrier]) -> Iterator[None]:
-    """Open every carrier's ``batch()`` block around a publish of many rows."""
+def batches(carriers: Iterator[Carrier]) -> Iterator[dict[int, Callable[[], None]]]:
+    """Open every carrier's ``batch()`` block around a publish of many rows.
+
+    Yields the ``flush`` of each carrier that buffers (by ``id()`` of the carrier).
+    """
+    flushes: dict[int, Callable[[], None]] = {}
     with contextlib.ExitStack() as stack:
         for carrier in carriers:
-            stack.enter_context(carrier.batch())
-        yield
+            flush = stack.enter_context(carrier.batch())
+            if callable(flush):
+                flushes[id(carrier)] = flush
+        yield flushes

@@ -37,6 +37,9 @@ class Outcome:
     unreachable: BaseException | None = None  # why the run stopped early, if the broker is down
 
 
+PUSH_EVERY = 100  # messages a buffering carrier holds before they are pushed
+
+
 def publish(
     messages: Sequence[Message],
     *,
@@ -52,14 +55,22 @@ def publish(
     and the run goes on. Past ``deadline`` (a ``time.monotonic()`` value), or once
     ``stop`` (an event) is set, the rest is left ``untried``.
 
+    A carrier that buffers (Celery on Redis: one pipeline) has its messages
+    pushed every :data:`PUSH_EVERY` messages and at the end of the run; only
+    then are they ``sent``. A push that fails covers every message it held:
+    ``untried`` if the broker is unreachable (the run stops), else ``failed``.
+
     With ``sender`` (the scope of a message whose ``ref`` is its intent), each
     publish is observed as a dispatch is: ``intent_released`` right before it
     (so tracing opens the dispatch span, in the enqueue-time trace, and the
-    message carries it), then ``intent_dispatched`` or ``dispatch_failed``.
+    message carries it), then ``intent_dispatched`` (when it was handed to the
+    carrier) or ``dispatch_failed`` (also after ``intent_dispatched``, when
+    the push of a buffered message failed).
     """
     outcome = Outcome()
     carriers = {id(message.carrier): message.carrier for message in messages}
-    with batches(iter(carriers.values())):
+    with batches(iter(carriers.values())) as flushes:
+        held: dict[int, list[tuple[Message, Any, Any]]] = {key: [] for key in flushes}
         for position, message in enumerate(messages):
             if (deadline is not None and monotonic() > deadline) or (stop is not None and stop.is_set()):
                 outcome.untried = list(messages[position:])
@@ -79,8 +90,39 @@ def publish(
                     outcome.untried = list(messages[position:])
                     break
                 outcome.failed.append((message, error))
-            else:
-                if scope is not None and intent_dispatched.receivers:
-                    intent_dispatched.emit(scope, intent=message.ref, result=result)
+                continue
+            if scope is not None and intent_dispatched.receivers:
+                intent_dispatched.emit(scope, intent=message.ref, result=result)
+            waiting = held.get(id(message.carrier))
+            if waiting is None:
                 outcome.sent.append((message, result))
+                continue
+            waiting.append((message, result, scope))
+            if len(waiting) >= PUSH_EVERY and not _push(flushes[id(message.carrier)], waiting, outcome):
+                if outcome.unreachable is not None:
+                    outcome.untried.extend(messages[position + 1 :])
+                    break
+        for key, waiting in held.items():
+            if waiting:
+                _push(flushes[key], waiting, outcome)
     return outcome
+
+
+def _push(flush: Callable[[], None], waiting: list[tuple[Message, Any, Any]], outcome: Outcome) -> bool:
+    """Push a buffering carrier's held messages; file them as sent, or (all of them) as not."""
+    taken = waiting[:]
+    waiting.clear()
+    try:
+        flush()
+    except Exception as error:
+        for message, _result, scope in taken:
+            if scope is not None and dispatch_failed.receivers:
+                dispatch_failed.emit(scope, intent=message.ref, error=error)
+        if is_unreachable(error):
+            outcome.unreachable = outcome.unreachable or error
+            outcome.untried[:0] = [message for message, _result, _scope in taken]
+        else:
+            outcome.failed.extend((message, error) for message, _result, _scope in taken)
+        return False
+    outcome.sent.extend((message, result) for message, result, _scope in taken)
+    return True
