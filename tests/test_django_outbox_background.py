@@ -157,6 +157,28 @@ def test_a_run_takes_whole_scopes_up_to_batch_size_rows(gate):
     assert gate.depths == [4, 3, 3, 1]
 
 
+def test_a_run_of_several_scopes_marks_them_sent_in_one_statement(gate, monkeypatch):
+    from airlock.integrations.django.outbox import _background
+
+    marks: list[int] = []
+    real = _background.set_state
+
+    def recording(connection, intent_ids, state, **extra):
+        marks.append(len(intent_ids))
+        return real(connection, intent_ids, state, **extra)
+
+    monkeypatch.setattr(_background, "set_state", recording)
+    for number in range(3):  # the first waits at the gate; the next two are one run
+        with airlock.scope(executor=gate_executor), transaction.atomic():
+            airlock.enqueue(job, number)
+            airlock.enqueue(job, number)
+        assert gate.entered.wait(10)
+    gate.open.set()
+    settle()
+    assert marks == [2, 4]  # the first run's scope, then the two scopes of the second run together
+    assert states() == [SENT] * 6
+
+
 def test_a_full_hand_off_publishes_inline_and_says_so(gate):
     configure_outbox({"HANDOFF_LIMIT": 3})
     heard = []

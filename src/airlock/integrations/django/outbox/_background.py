@@ -253,9 +253,14 @@ def publish_batches(
         # One run pays for finding the broker down, not every request.
         options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
     done = monotonic()
-    for batch in batches:
-        part = outcome if len(batches) == 1 else _part_of(outcome, batch)
-        settle(batch.using, part)
+    if len(batches) == 1:
+        parts = [outcome]
+        settle(batches[0].using, outcome)
+    else:
+        parts = _parts_of(outcome, batches)
+        for using in dict.fromkeys(batch.using for batch in batches):  # one UPDATE per database
+            settle(using, _joined([part for part, batch in zip(parts, batches, strict=True) if batch.using == using]))
+    for batch, part in zip(batches, parts, strict=True):
         if part.sent and on_sent is not None:
             on_sent(batch, done)
         report(batch.scope, part, started)
@@ -284,14 +289,27 @@ def _drop_broken(aliases: set[str]) -> None:
                     connection.close()
 
 
-def _part_of(outcome: Outcome, batch: Batch) -> Outcome:
-    """The share of one run's outcome that belongs to one batch."""
-    mine = {id(message) for message in batch.messages}
+def _parts_of(outcome: Outcome, batches: list[Batch]) -> list[Outcome]:
+    """Each batch's share of one run's outcome, in the batches' order."""
+    parts = [Outcome(unreachable=outcome.unreachable) for _ in batches]
+    owner = {id(message): parts[n] for n, batch in enumerate(batches) for message in batch.messages}
+    for pair in outcome.sent:
+        owner[id(pair[0])].sent.append(pair)
+    for pair in outcome.failed:
+        owner[id(pair[0])].failed.append(pair)
+    for message in outcome.untried:
+        owner[id(message)].untried.append(message)
+    return parts
+
+
+def _joined(parts: list[Outcome]) -> Outcome:
+    """The outcomes of several batches on one database, as one (to mark them in one statement)."""
+    if len(parts) == 1:
+        return parts[0]
     return Outcome(
-        sent=[pair for pair in outcome.sent if id(pair[0]) in mine],
-        failed=[pair for pair in outcome.failed if id(pair[0]) in mine],
-        untried=[message for message in outcome.untried if id(message) in mine],
-        unreachable=outcome.unreachable,
+        sent=[pair for part in parts for pair in part.sent],
+        failed=[pair for part in parts for pair in part.failed],
+        untried=[message for part in parts for message in part.untried],
     )
 
 
