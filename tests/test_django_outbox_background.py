@@ -179,6 +179,85 @@ def test_a_run_of_several_scopes_marks_them_sent_in_one_statement(gate, monkeypa
     assert states() == [SENT] * 6
 
 
+def _request_through_the_middleware(view: Any) -> Any:
+    from django.test import RequestFactory
+
+    from airlock.integrations.django import AirlockMiddleware
+
+    return AirlockMiddleware(view)(RequestFactory().get("/order/"))
+
+
+def _order_view(request: Any) -> Any:
+    from django.http import HttpResponse
+
+    with transaction.atomic():
+        for number in range(3):
+            airlock.enqueue(memory_record, number)
+    return HttpResponse("ok")
+
+
+def test_in_a_request_the_rows_are_handed_over_once_the_response_is_closed():
+    response = _request_through_the_middleware(_order_view)
+    # The scope flushed (the rows are ready) but the publisher was not handed them yet.
+    assert states() == [READY] * 3
+    publisher = background_publisher()
+    assert publisher is None or publisher.depth == 0
+    time.sleep(0.05)
+    assert states() == [READY] * 3
+    response.close()  # what the WSGI server does once it has sent the body
+    assert [args for _, args, _ in memory_messages()] == [[0], [1], [2]]
+    assert states() == [SENT] * 3
+
+
+def test_a_streaming_response_hands_its_rows_over_at_once():
+    from django.http import StreamingHttpResponse
+
+    def view(request: Any) -> Any:
+        _order_view(request)
+        return StreamingHttpResponse(iter([b"a", b"b"]))
+
+    response = _request_through_the_middleware(view)
+    assert [args for _, args, _ in memory_messages()] == [[0], [1], [2]]  # before the body was sent
+    response.close()
+
+
+def test_a_response_that_is_never_closed_hands_its_rows_over_when_collected():
+    import gc
+
+    response = _request_through_the_middleware(_order_view)
+    assert states() == [READY] * 3
+    del response
+    gc.collect()
+    assert [args for _, args, _ in memory_messages()] == [[0], [1], [2]]
+
+
+def test_what_a_request_that_raises_held_back_runs_at_once():
+    from airlock.integrations.django._after_response import after_response
+
+    class Boom(Exception):
+        pass
+
+    ran: list[str] = []
+
+    def view(request: Any) -> Any:
+        assert after_response(lambda: ran.append("held"))
+        assert ran == []
+        raise Boom
+
+    with pytest.raises(Boom):
+        _request_through_the_middleware(view)
+    assert ran == ["held"]  # no response will be closed
+
+
+def test_outside_a_request_the_rows_are_handed_over_at_the_flush():
+    from airlock.integrations.django._after_response import after_response
+
+    assert after_response(lambda: None) is False
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+    assert [args for _, args, _ in memory_messages()] == [[1]]
+
+
 def test_a_full_hand_off_publishes_inline_and_says_so(gate):
     configure_outbox({"HANDOFF_LIMIT": 3})
     heard = []

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponseBase  # type: ignore[import-unt
 
 import airlock
 from airlock import Scope
+from airlock.integrations.django._after_response import response_window, run_after
 from airlock.integrations.django._settings import configure_without_app
 from airlock.integrations.django.checks import is_app_installed
 
@@ -61,17 +62,19 @@ class AirlockMiddleware:
         if self.is_async:
             return self._acall(request)
         scope = self.make_scope(request).enter()
-        try:
-            response = self.get_response(request)
-        except BaseException as error:
+        with response_window() as held:  # the outbox hands its rows over once the response is out
+            try:
+                response = self.get_response(request)
+            except BaseException as error:
+                scope.exit()
+                scope.discard(error)
+                raise
             scope.exit()
-            scope.discard(error)
-            raise
-        scope.exit()
-        if self.should_flush(request, response):
-            scope.flush()
-        else:
-            scope.discard()
+            if self.should_flush(request, response):
+                scope.flush()
+            else:
+                scope.discard()
+        run_after(response, held)
         return response
 
     async def _acall(self, request: HttpRequest) -> Any:
@@ -79,17 +82,19 @@ class AirlockMiddleware:
         # Entered and exited here, in the request task's context, so the
         # contextvar token is reset where it was set.
         scope = self.make_scope(request).enter()
-        try:
-            response = await get_response(request)
-        except BaseException as error:
+        with response_window() as held:
+            try:
+                response = await get_response(request)
+            except BaseException as error:
+                scope.exit()
+                scope.discard(error)
+                raise
             scope.exit()
-            scope.discard(error)
-            raise
-        scope.exit()
-        if not self.should_flush(request, response):
-            scope.discard()
-        elif scope.intents:
-            await sync_to_async(scope.flush)()
-        else:
-            scope.flush()  # nothing to send: no reason to leave the loop
+            if not self.should_flush(request, response):
+                scope.discard()
+            elif scope.intents:
+                await sync_to_async(scope.flush)()
+            else:
+                scope.flush()  # nothing to send: no reason to leave the loop
+        run_after(response, held)
         return response

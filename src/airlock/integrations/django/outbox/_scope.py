@@ -38,6 +38,7 @@ from django.db import connections  # type: ignore[import-untyped]  # Django ship
 
 from airlock import Intent, Scope
 from airlock._context import hooks
+from airlock.integrations.django._after_response import after_response
 from airlock.integrations.django._scope import DjangoScope
 from airlock.integrations.django.outbox._background import Batch, hand_off, publish_batches, settle
 from airlock.integrations.django.outbox._carriers import Carrier, carrier_for
@@ -252,8 +253,11 @@ class OutboxScope(DjangoScope):
             return
         batch = Batch(self, self._using, messages)
         # While the fast path is paused, publish_batches hands the rows to the relay at once, here.
-        if mode == "background" and monotonic() >= options.paused_until and hand_off(batch, OutboxScope._report):
-            return
+        if mode == "background" and monotonic() >= options.paused_until:
+            # In a request, once its response is out: the publisher's work (which holds
+            # the GIL) then does not compete with the rest of the request.
+            if after_response(lambda: _hand_off_or_publish(batch)) or hand_off(batch, OutboxScope._report):
+                return
         publish_batches([batch], OutboxScope._report)
 
     @staticmethod
@@ -269,6 +273,11 @@ class OutboxScope(DjangoScope):
                 outcome.unreachable or "fast-path deadline reached",
                 scope,
             )
+
+
+def _hand_off_or_publish(batch: Batch) -> None:
+    if not hand_off(batch, OutboxScope._report):
+        publish_batches([batch], OutboxScope._report)
 
 
 def _publish_through(scope: Scope, executor: Callable[[Intent], Any], messages: list[Message]) -> Outcome:
