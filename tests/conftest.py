@@ -58,6 +58,9 @@ def django_db_setup(django_db_setup):
     if publisher is not None:
         publisher.close(10)
         publisher.thread.join(10)
+    lines = sys.modules.get("airlock.integrations.django.outbox._markline")
+    if lines is not None:  # the ready marks' own connections
+        lines.close_lines()
 
 
 @pytest.fixture(autouse=True)

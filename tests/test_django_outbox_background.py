@@ -35,6 +35,7 @@ from airlock.integrations.django.outbox import (
     register_carrier,
 )
 from airlock.integrations.executors.celery import celery_executor
+from airlock.integrations.django.outbox._markline import APPLICATION_NAME, line_for
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
 from tests.outbox_support import make_app, memory_messages, memory_record, rows, settle, states
@@ -507,7 +508,8 @@ def test_a_publisher_whose_database_connection_died_reconnects_and_leaves_what_i
     with connection.cursor() as cursor:  # the publisher's session on the test database, and only that
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> %s",
+            [APPLICATION_NAME],
         )
         assert cursor.fetchall() == [(True,)]
     with caplog.at_level("ERROR", "airlock.integrations.django.outbox"):
@@ -549,3 +551,64 @@ def test_the_outboxs_own_marks_skip_the_wal_flush_on_postgresql_outside_a_transa
     assert "synchronous_commit" not in seen[1] and "%s" in seen[1]
     assert "synchronous_commit" not in seen[2] and "DROP" not in seen[2]
     assert states() == [SENT]
+
+
+def test_a_ready_mark_whose_line_died_is_made_again_and_nothing_is_held():
+    """The mark line's session is terminated: the next mark is sent into a dead connection."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the mark line is PostgreSQL's")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "first")
+    settle()
+    assert line_for(connection) is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [APPLICATION_NAME],
+        )
+        assert cursor.fetchall() == [(True,)]
+    for value in ("second", "third"):
+        with airlock.scope(), transaction.atomic():
+            airlock.enqueue(memory_record, value)
+    assert [args for _, args, _ in memory_messages()] == [["first"], ["second"], ["third"]]
+    assert states() == [SENT] * 3
+
+
+def test_the_ready_mark_does_not_wait_for_its_answer_and_the_publisher_reads_it(gate):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the mark line is PostgreSQL's")
+    line = line_for(connection)
+    assert line is not None
+    sent: list[str] = []
+    real = line.send
+    line.send = lambda statement: (sent.append(statement), real(statement))[1]  # type: ignore[method-assign]
+    try:
+        with airlock.scope(executor=gate_executor), transaction.atomic():
+            airlock.enqueue(job, 1)
+        (statement,) = sent
+        assert "SET state = 'ready'" in statement
+        assert line._unanswered == [statement] or line._unanswered == []  # read by the publisher, or not yet
+        gate.open.set()
+        settle()
+        assert line._unanswered == []  # the publisher read the answer before it published
+        assert states() == [SENT]
+    finally:
+        del line.send
+
+
+def test_without_the_mark_line_the_mark_waits_for_its_answer():
+    from django.db import connection
+
+    configure_outbox({"MARK_LINE": False})
+    line = line_for(connection)
+    if line is not None:
+        line.confirm()
+    before = None if line is None else list(line._unanswered)
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, 1)
+    assert None if line is None else line._unanswered == before
+    assert states() in ([READY], [SENT])  # marked on the request's own connection, before the scope returned

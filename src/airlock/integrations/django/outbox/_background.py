@@ -38,6 +38,7 @@ from typing import Any
 
 from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
 
+from airlock.integrations.django.outbox._markline import close_lines, confirm_lines
 from airlock.integrations.django.outbox._models import SENT
 from airlock.integrations.django.outbox._options import outbox_options
 from airlock.integrations.django.outbox._publish import Message, Outcome, publish
@@ -168,6 +169,7 @@ class Publisher:
     def close(self, timeout: float) -> bool:
         """Drain for up to ``timeout`` seconds, then stop; what is left stays ready for the relay."""
         drained = self.drain(timeout)
+        close_lines()  # their last answers read (a refused mark is made again), then closed
         with self._ready:
             self._closed = True
             left = self._queued + self._in_hand
@@ -215,6 +217,7 @@ class Publisher:
                     _drop_broken({batch.using for batch in batches})
 
     def _publish(self, batches: list[Batch]) -> None:
+        confirm_lines({batch.using for batch in batches})  # the ready marks reached the database
         outcome = publish_batches(batches, self._report, on_sent=_observe_latency)
         if outcome is not None:
             self.published += len(outcome.sent)

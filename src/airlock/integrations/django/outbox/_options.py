@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "FAST_PATH_PAUSE": 5.0,  # seconds the fast path leaves everything to the relay after a broker failure
     "HANDOFF_LIMIT": 10_000,  # rows waiting for the background publisher; past it a request publishes inline
     "DRAIN_TIMEOUT": 5.0,  # seconds the background publisher may drain at exit; the rest is left to the relay
+    # PostgreSQL with psycopg 3 and the background publisher: a request's ready mark goes out on a
+    # connection of the process's own without waiting for the answer (one more connection per process).
+    "MARK_LINE": True,
     "BATCH_SIZE": 200,  # rows a relay claims at once
     "LEASE": 60.0,  # seconds a claim lasts; a relay that died is replaced after it
     "MAX_ATTEMPTS": 8,  # real failures before a row is dead-lettered
@@ -82,6 +85,8 @@ def configure_outbox(value: Any) -> OutboxOptions:
                 f"settings.AIRLOCK['OUTBOX'][{key!r}] must be a number of seconds >= 0; got {values[key]!r}"
             )
     values["FAST_PATH"] = _fast_path(values["FAST_PATH"])
+    if not isinstance(values["MARK_LINE"], bool):
+        raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX']['MARK_LINE'] must be True or False; got {values['MARK_LINE']!r}")
     for key in ("BATCH_SIZE", "MAX_ATTEMPTS", "HANDOFF_LIMIT"):
         if not (isinstance(values[key], int) and values[key] >= 1):
             raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be an int >= 1; got {values[key]!r}")

@@ -42,6 +42,7 @@ from airlock.integrations.django._after_response import after_response
 from airlock.integrations.django._scope import DjangoScope
 from airlock.integrations.django.outbox._background import Batch, hand_off, publish_batches, settle
 from airlock.integrations.django.outbox._carriers import Carrier, carrier_for
+from airlock.integrations.django.outbox._markline import line_for
 from airlock.integrations.django.outbox._models import HELD, PENDING, READY
 from airlock.integrations.django.outbox._options import outbox_options
 from airlock.integrations.django.outbox._precommit import defer
@@ -209,7 +210,12 @@ class OutboxScope(DjangoScope):
         # for FAST_PATH_DEADLINE (what the writer cannot publish, it hands back at once).
         available = now if options["FAST_PATH"] == "off" else now + options["FAST_PATH_DEADLINE"]
         if ready:
-            set_state(connection, ready, READY, only_from=(PENDING, HELD), lazy_flush=True, available_at=available)
+            # With the background publisher, on PostgreSQL, the mark is sent without waiting
+            # for its answer, which the publisher reads before it publishes (_markline).
+            line = line_for(connection) if options["FAST_PATH"] == "background" and options["MARK_LINE"] else None
+            set_state(
+                connection, ready, READY, only_from=(PENDING, HELD), lazy_flush=True, line=line, available_at=available
+            )
         if unwritten:
             insert(connection, [entry.row(READY, now, self.id, available) for entry in unwritten])
             for entry in unwritten:

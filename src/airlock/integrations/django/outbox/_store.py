@@ -100,6 +100,7 @@ def set_state(
     *,
     only_from: Sequence[str] = (),
     lazy_flush: bool = False,
+    line: Any = None,
     **extra: Any,
 ) -> int:
     """``UPDATE ... SET state = ...`` for the ids (only from the states ``only_from``, if given).
@@ -110,6 +111,10 @@ def set_state(
     second may forget one, which leaves the row ``pending`` (then held) or
     ``ready`` (then sent again, deduped), never lost. It saves the request a
     disk flush, most of the statement's time.
+
+    ``line`` (a :class:`~._markline.MarkLine`, with ``lazy_flush``): the statement is
+    sent on it without waiting for its answer, and the count returned is the
+    number of ids (what would change); if it cannot be sent, it runs here.
     """
     assignments = ", ".join(["state = %s", *(f"{column} = %s" for column in extra)])
     tail = f" AND state IN ({', '.join(['%s'] * len(only_from))})" if only_from else ""
@@ -124,9 +129,18 @@ def set_state(
                 statement = (head + f" WHERE intent_id IN ({', '.join(['%s'] * len(chunk))})" + tail) % tuple(
                     literal(value) for value in [*values, *chunk, *only_from]
                 )
+                statement = f"SET LOCAL synchronous_commit TO OFF; {statement}"
+                if line is not None:
+                    try:
+                        line.send(statement)
+                    except ConnectionError:
+                        pass  # marked here instead
+                    else:
+                        changed += len(chunk)
+                        continue
                 with connection.cursor() as cursor:
                     # One simple query, so one implicit transaction: SET LOCAL applies to it alone.
-                    cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}")
+                    cursor.execute(statement)
                     with contextlib.suppress(Exception):  # psycopg2 keeps only the last result
                         cursor.nextset()  # psycopg 3: from the SET's result to the UPDATE's
                     changed += max(cursor.rowcount, 0)
