@@ -11,7 +11,9 @@ environment by :func:`environment`:
   sets how many it holds).
 - ``exit``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and ends at
   once, with the background publisher still holding them: normally
-  (``atexit``), or with ``OUTBOX_TEST_END=sigterm`` by SIGTERM to itself.
+  (``atexit``), or with ``OUTBOX_TEST_END=sigterm`` by SIGTERM to itself, or with
+  ``OUTBOX_TEST_END=sigkill_after_the_mark`` by SIGKILL right after its ready mark
+  was sent on the mark line (its answer never read).
 
 ``OUTBOX_TEST_OPTIONS`` (JSON) adds to ``AIRLOCK["OUTBOX"]``.
 """
@@ -100,6 +102,17 @@ def exit() -> None:
     from airlock.integrations.executors.celery import celery_executor
 
     airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    if os.environ.get("OUTBOX_TEST_END") == "sigkill_after_the_mark":
+        # Killed the moment the ready mark is on its way, its answer never read.
+        from airlock.integrations.django.outbox._markline import MarkLine
+
+        send = MarkLine.send
+
+        def send_then_die(self: Any, statement: str) -> None:
+            send(self, statement)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        MarkLine.send = send_then_die  # type: ignore[method-assign]
     with airlock.scope(), transaction.atomic():
         for number in range(int(os.environ["OUTBOX_TEST_COUNT"])):
             airlock.enqueue(record, number)

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from airlock.integrations.django.outbox import OutboxMessage, background_publisher, deduplicate
+from airlock.integrations.django.outbox._markline import confirm_lines
 
 MEMORY_QUEUE = "airlock-outbox-test"
 
@@ -73,10 +74,16 @@ def drain_relay(relay: Any, rounds: int = 50, pause: float = 0.05) -> int:
 
 
 def settle(timeout: float = 10.0) -> None:
-    """Wait until this process's background publisher has published what it was handed."""
+    """Wait until this process's background publisher has published what it was handed.
+
+    And until the database has answered every ready mark sent without waiting
+    (PostgreSQL's mark line): a scope that returned has decided, but another
+    connection may read its rows a moment before the mark has run.
+    """
     publisher = background_publisher()
     if publisher is not None:
         assert publisher.drain(timeout), f"{publisher!r} did not drain in {timeout}s"
+    confirm_lines()
 
 
 def memory_messages(queue: str = MEMORY_QUEUE) -> list[tuple[str, list[Any], dict[str, Any]]]:
