@@ -214,10 +214,13 @@ class Publisher:
                     idle = not self._batches
                     self._ready.notify_all()
                 if idle:
-                    _drop_broken({batch.using for batch in batches})
+                    aliases = {batch.using for batch in batches}
+                    # The ready marks' answers (a refused one is made again). Only when idle:
+                    # under load the next request's mark reads the last answer anyway.
+                    confirm_lines(aliases)
+                    _drop_broken(aliases)
 
     def _publish(self, batches: list[Batch]) -> None:
-        confirm_lines({batch.using for batch in batches})  # the ready marks reached the database
         outcome = publish_batches(batches, self._report, on_sent=_observe_latency)
         if outcome is not None:
             self.published += len(outcome.sent)

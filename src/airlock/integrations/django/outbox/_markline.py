@@ -10,8 +10,8 @@ before the server replies, and the server reads a query it was sent even if
 the client is gone by then). So with the background publisher, on PostgreSQL
 with psycopg 3, the mark goes out on a connection of this process's own (a
 *mark line*, one per database alias) and the request moves on. The answer is
-read by whoever uses the line next: the publisher, before it publishes those
-rows, or the next request's mark.
+read by whoever uses the line next: the next request's mark, or the publisher
+once it is idle.
 
 A mark the server refused, or whose answer was lost with the connection, is
 sent again and waited for; if that fails too, it is logged: the rows are then

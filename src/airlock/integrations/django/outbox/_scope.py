@@ -211,8 +211,9 @@ class OutboxScope(DjangoScope):
         available = now if options["FAST_PATH"] == "off" else now + options["FAST_PATH_DEADLINE"]
         if ready:
             # With the background publisher, on PostgreSQL, the mark is sent without waiting
-            # for its answer, which the publisher reads before it publishes (_markline).
-            line = line_for(connection) if options["FAST_PATH"] == "background" and options["MARK_LINE"] else None
+            # for its answer, which the next mark or the idle publisher reads (_markline).
+            lined = options["FAST_PATH"] == "background" and options["MARK_LINE"] and not connection.in_atomic_block
+            line = line_for(connection) if lined else None
             set_state(
                 connection, ready, READY, only_from=(PENDING, HELD), lazy_flush=True, line=line, available_at=available
             )
