@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["after_response", "response_window"]
+__all__ = ["NO_WINDOW", "after_response", "response_window", "run_after"]
 
 _log = logging.getLogger("airlock.integrations.django")
 
@@ -39,21 +38,39 @@ def after_response(callback: Callable[[], None]) -> bool:
     return True
 
 
-@contextmanager
-def response_window() -> Iterator[list[Callable[[], None]]]:
-    """The window of one request: yields the callbacks held back in it (hand them to :func:`run_after`)."""
-    held: list[Callable[[], None]] = []
-    token = _window.set(held)
-    try:
-        yield held
-    except BaseException:
-        _window.reset(token)
-        _Run(held)()  # no response will be closed: what was held back goes now
-        raise
-    _window.reset(token)
+class response_window:  # noqa: N801  (used as a function: ``with response_window() as held``)
+    """The window of one request: ``with`` it, and hand what it held back to :func:`run_after`."""
+
+    __slots__ = ("_token", "held")
+
+    def __enter__(self) -> list[Callable[[], None]]:
+        self.held: list[Callable[[], None]] = []
+        self._token = _window.set(self.held)
+        return self.held
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        _window.reset(self._token)
+        if kind is not None:
+            _Run(self.held)()  # no response will be closed: what was held back goes now
+        return False
 
 
-def run_after(response: Any, held: list[Callable[[], None]]) -> None:
+class _NoWindow:
+    """For a scope that holds nothing back (no outbox): costs a request nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        return False
+
+
+NO_WINDOW = _NoWindow()
+
+
+def run_after(response: Any, held: list[Callable[[], None]] | None) -> None:
     """Run ``held`` when ``response`` is closed (at once if it streams, or cannot say when it closes)."""
     if not held:
         return

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponseBase  # type: ignore[import-unt
 
 import airlock
 from airlock import Scope
-from airlock.integrations.django._after_response import response_window, run_after
+from airlock.integrations.django._after_response import NO_WINDOW, response_window, run_after
 from airlock.integrations.django._settings import configure_without_app
 from airlock.integrations.django.checks import is_app_installed
 
@@ -58,11 +58,16 @@ class AirlockMiddleware:
         """Flush for 1xx-3xx responses, discard for 4xx and 5xx."""
         return bool(response.status_code < 400)
 
+    @staticmethod
+    def _window(scope: Scope) -> Any:
+        # Only an outbox scope holds work back until the response is closed.
+        return response_window() if getattr(scope, "outbox", False) else NO_WINDOW
+
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
         scope = self.make_scope(request).enter()
-        with response_window() as held:  # the outbox hands its rows over once the response is out
+        with self._window(scope) as held:  # the outbox hands its rows over once the response is out
             try:
                 response = self.get_response(request)
             except BaseException as error:
@@ -82,7 +87,7 @@ class AirlockMiddleware:
         # Entered and exited here, in the request task's context, so the
         # contextvar token is reset where it was set.
         scope = self.make_scope(request).enter()
-        with response_window() as held:
+        with self._window(scope) as held:
             try:
                 response = await get_response(request)
             except BaseException as error:
