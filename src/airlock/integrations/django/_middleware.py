@@ -30,6 +30,10 @@ class AirlockMiddleware:
     :class:`DjangoScope`. Override :meth:`should_flush` or :meth:`make_scope` in
     a subclass to change the choices.
 
+    With the outbox's background publisher, the request's rows are handed to the
+    publisher once Django closes the response (after the server sent it), or at
+    once for a streaming response.
+
     .. versionadded:: 0.1
     """
 
