@@ -15,7 +15,8 @@ Each can make its broker really unreachable and bring it back (``cut()`` and
 Redis is cut. The local Redis itself is never stopped: it may be shared.
 
 Both count what reaches the broker (from the queue's own signals: Huey's
-``SIGNAL_ENQUEUED``, Celery's ``after_task_publish``) and what the consumer has
+``SIGNAL_ENQUEUED``, Celery's ``after_task_publish``, less the messages of a Redis
+pipeline whose push failed, which airlock reports on ``dispatch_failed``) and what the consumer has
 finished, so a scene can wait for the consumer to settle and show exact numbers.
 """
 
@@ -328,12 +329,24 @@ class CeleryBackend(Backend):
         self.description = f"Celery with Redis on {url} as its broker, and a Celery worker in this process"
         after_task_publish.connect(self._published, weak=False)
         task_postrun.connect(self._ran, weak=False)
+        # The outbox sends Celery's messages to Redis in one pipeline: Celery says a message
+        # was published when it joined the pipeline, and a push that fails takes it back.
+        from airlock.signals import dispatch_failed
+
+        dispatch_failed.connect(self._not_pushed, weak=False)
         self._names: set[str] = set()
         self._worker: AbstractContextManager[Any] | None = None
 
     def _published(self, sender: Any = None, **kwargs: Any) -> None:
         if sender in self._names:
             self._note_sent()
+
+    def _not_pushed(self, sender: Any = None, **kwargs: Any) -> None:
+        intent, error = kwargs.get("intent"), kwargs.get("error")
+        if type(error).__name__ == "BatchPublishError" and getattr(intent, "name", None) in self._names:
+            with self._changed:
+                self.sent -= 1
+                self._changed.notify_all()
 
     def _ran(self, sender: Any = None, **kwargs: Any) -> None:
         if getattr(sender, "app", None) is self.app:

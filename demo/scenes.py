@@ -146,7 +146,7 @@ def checkout_after_commit(stage: Stage) -> None:
         stage.show_deliveries(stage.deliveries(order))
         print("  notify_warehouse is send_confirmation's follow-up: it left only once that run had succeeded\n")
         stage.show_rows(stage.new_rows())
-        print("  (send_confirmation's row was written pending in the checkout's transaction, made ready when the")
+        print("  (send_confirmation's row was written pending by the checkout's commit, inside it, made ready when the")
         print("  request's scope flushed after the commit, and published and marked sent by the outbox's background")
         print("  publisher thread, after the response: see the send span start after POST /checkout ends;")
         print("  the follow-up's row was written by the consumer's scope when its run succeeded)")
@@ -163,7 +163,7 @@ def failed_checkout(stage: Stage) -> None:
         print(f"  orders for bob in the database: {Order.objects.filter(customer='bob').count()}")
         print(f"  messages that reached {backend.where} for this request: {backend.sent - sent_before}")
         print(f"  messages waiting there now: {backend.waiting()}")
-        stage.show_rows(stage.new_rows(), " (its row was written in the transaction, and rolled back with it)")
+        stage.show_rows(stage.new_rows(), " (its row waited for the commit, and the transaction rolled back)")
 
 
 def admin_dry_run(stage: Stage) -> None:
