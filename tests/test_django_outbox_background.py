@@ -34,8 +34,8 @@ from airlock.integrations.django.outbox import (
     outbox_options,
     register_carrier,
 )
-from airlock.integrations.executors.celery import celery_executor
 from airlock.integrations.django.outbox._markline import APPLICATION_NAME, confirm_lines, line_for
+from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
 from tests.outbox_support import drain_relay, make_app, memory_messages, memory_record, rows, settle, states

@@ -48,11 +48,10 @@ class response_window:  # noqa: N801  (used as a function: ``with response_windo
         self._token = _window.set(self.held)
         return self.held
 
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         _window.reset(self._token)
         if kind is not None:
             _Run(self.held)()  # no response will be closed: what was held back goes now
-        return False
 
 
 class _NoWindow:
@@ -63,8 +62,8 @@ class _NoWindow:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
-        return False
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        return None
 
 
 NO_WINDOW = _NoWindow()

@@ -45,7 +45,7 @@ class MarkLine:
     """One libpq connection whose statements are sent at once and answered later."""
 
     def __init__(self, conninfo: bytes, role: str | None = None) -> None:
-        from psycopg import pq
+        from psycopg import pq  # type: ignore[import-not-found,unused-ignore]  # not installed for mypy
 
         self._pq = pq
         self.pid = os.getpid()
@@ -103,13 +103,13 @@ class MarkLine:
     def _answer(self) -> str | None:
         """Wait for one statement's results (without holding the GIL); the server's error, if any."""
         pq, conn = self._pq, self._conn
-        error: str | None = None
+        refused: str | None = None
         while True:
             while True:
                 try:
                     conn.consume_input()
-                except Exception as error:
-                    raise ConnectionError(str(error)) from error
+                except Exception as failure:
+                    raise ConnectionError(str(failure)) from failure
                 if not conn.is_busy():
                     break
                 ready, _, _ = select.select([conn.socket], [], [], _WAIT)
@@ -117,9 +117,9 @@ class MarkLine:
                     raise ConnectionError("no answer from the server")
             result = conn.get_result()
             if result is None:
-                return error
+                return refused
             if result.status == pq.ExecStatus.FATAL_ERROR:
-                error = _text(result.error_message)
+                refused = _text(result.error_message)
             elif conn.status != pq.ConnStatus.OK:
                 raise ConnectionError("the connection broke")
 
@@ -185,8 +185,7 @@ def line_for(connection: Any) -> MarkLine | None:
 
 
 def _open(connection: Any) -> MarkLine:
-    import psycopg  # noqa: F401  (psycopg 3 only: psycopg2 has no pq module)
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import make_conninfo  # type: ignore[import-not-found,unused-ignore]  # psycopg 3 only
 
     params = {key: value for key, value in connection.get_connection_params().items() if key not in _NOT_LIBPQ}
     params = {key: value for key, value in params.items() if value is not None}

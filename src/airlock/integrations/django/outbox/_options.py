@@ -86,7 +86,9 @@ def configure_outbox(value: Any) -> OutboxOptions:
             )
     values["FAST_PATH"] = _fast_path(values["FAST_PATH"])
     if not isinstance(values["MARK_LINE"], bool):
-        raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX']['MARK_LINE'] must be True or False; got {values['MARK_LINE']!r}")
+        raise ImproperlyConfigured(
+            f"settings.AIRLOCK['OUTBOX']['MARK_LINE'] must be True or False; got {values['MARK_LINE']!r}"
+        )
     for key in ("BATCH_SIZE", "MAX_ATTEMPTS", "HANDOFF_LIMIT"):
         if not (isinstance(values[key], int) and values[key] >= 1):
             raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be an int >= 1; got {values[key]!r}")
