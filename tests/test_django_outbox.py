@@ -355,6 +355,27 @@ def test_a_broker_that_is_down_fails_nothing_and_leaves_rows_for_the_relay(caplo
     assert took < 5, took
 
 
+def test_inline_the_scope_returns_with_its_rows_decided_sent_or_released_to_the_relay():
+    """No helper waits here: what another connection reads right after the scope is final."""
+    configure_outbox({"FAST_PATH": "inline"})
+    _, down = make_app("outbox_down_inline", f"redis://127.0.0.1:{free_port()}/0")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(memory_record, "up")
+    with airlock.scope(), transaction.atomic():
+        airlock.enqueue(down, "down")
+    now = time.time()
+    reader = connections.create_connection("default")
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute("SELECT state, available_at FROM airlock_outbox ORDER BY id")
+            (up, _), (left, available) = cursor.fetchall()
+    finally:
+        reader.close()
+    assert up == SENT
+    assert left == READY and available <= now  # the relay may take it at once: no grace set again
+    assert [args for _, args, _ in memory_messages()] == [["up"]]
+
+
 def test_published_rows_are_reported_on_intent_dispatched():
     seen = []
     intent_dispatched.connect(lambda scope, intent, result: seen.append((intent.name, result.id)), weak=False)

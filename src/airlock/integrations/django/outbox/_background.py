@@ -101,6 +101,9 @@ def settle(using: str, outcome: Outcome) -> None:
 
 def release(using: str, intent_ids: list[str]) -> None:
     """Let the relay take these ready rows at once (their writer will not publish them)."""
+    # Their ready mark first (sent on the mark line without waiting): landing after this,
+    # it would set their grace again.
+    confirm_lines({using})
     with contextlib.suppress(Exception):  # if this fails too, the relay takes them after the grace
         for_ids(connections[using], f"UPDATE {TABLE} SET available_at = %s", [time()], intent_ids)
 

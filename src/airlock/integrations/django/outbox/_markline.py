@@ -7,11 +7,12 @@ rows, which the relay delivers, not ``pending`` ones, which it holds), but the
 request need not wait for the answer: once the statement is on its way, the
 server runs it whatever happens to this process (a simple query commits
 before the server replies, and the server reads a query it was sent even if
-the client is gone by then). So with the background publisher, on PostgreSQL
-with psycopg 3, the mark goes out on a connection of this process's own (a
+the client is gone by then). So with a fast path, on PostgreSQL with psycopg
+3, the mark goes out on a connection of this process's own (a
 *mark line*, one per database alias) and the request moves on. The answer is
-read by whoever uses the line next: the next request's mark, or the publisher
-once it is idle.
+read by whoever uses the line next: the next request's mark, the publisher
+once it is idle, or a hand-back of rows to the relay (which must not land
+before the mark it would undo).
 
 A mark the server refused, or whose answer was lost with the connection, is
 sent again and waited for; if that fails too, it is logged: the rows are then

@@ -20,8 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "FAST_PATH_PAUSE": 5.0,  # seconds the fast path leaves everything to the relay after a broker failure
     "HANDOFF_LIMIT": 10_000,  # rows waiting for the background publisher; past it a request publishes inline
     "DRAIN_TIMEOUT": 5.0,  # seconds the background publisher may drain at exit; the rest is left to the relay
-    # PostgreSQL with psycopg 3 and the background publisher: a request's ready mark goes out on a
-    # connection of the process's own without waiting for the answer (one more connection per process).
+    # PostgreSQL with psycopg 3 and a fast path: a request's ready mark goes out on a connection
+    # of the process's own without waiting for the answer (one more connection per process).
     "MARK_LINE": True,
     "BATCH_SIZE": 200,  # rows a relay claims at once
     "LEASE": 60.0,  # seconds a claim lasts; a relay that died is replaced after it

@@ -210,9 +210,9 @@ class OutboxScope(DjangoScope):
         # for FAST_PATH_DEADLINE (what the writer cannot publish, it hands back at once).
         available = now if options["FAST_PATH"] == "off" else now + options["FAST_PATH_DEADLINE"]
         if ready:
-            # With the background publisher, on PostgreSQL, the mark is sent without waiting
-            # for its answer, which the next mark or the idle publisher reads (_markline).
-            lined = options["FAST_PATH"] == "background" and options["MARK_LINE"] and not connection.in_atomic_block
+            # With a fast path, on PostgreSQL, the mark is sent without waiting for its
+            # answer, which the next mark, the idle publisher or a release reads (_markline).
+            lined = options["FAST_PATH"] != "off" and options["MARK_LINE"] and not connection.in_atomic_block
             line = line_for(connection) if lined else None
             set_state(
                 connection, ready, READY, only_from=(PENDING, HELD), lazy_flush=True, line=line, available_at=available
