@@ -17,6 +17,7 @@ import types
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 import airlock
 from airlock import BlockTasks
@@ -117,26 +118,18 @@ def _outbox_inserts(statements: list[str]) -> list[str]:
     return [sql for sql in statements if sql.lstrip().upper().startswith("INSERT INTO AIRLOCK_OUTBOX")]
 
 
-@contextlib.contextmanager
-def recorded_statements():
-    statements: list[str] = []
-
-    def record(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connections["default"].execute_wrapper(record):
-        yield statements
-
-
 def test_a_transactions_rows_are_one_insert_right_before_its_commit():
-    with recorded_statements() as statements, airlock.scope():
+    with CaptureQueriesContext(connections["default"]) as captured, airlock.scope():
+
+        def statements() -> list[str]:
+            return [query["sql"] for query in captured.captured_queries]
+
         with transaction.atomic():
             Order.objects.create(sku="tea")
             for number in range(5):
                 airlock.enqueue(memory_record, number)
-            assert _outbox_inserts(statements) == []
-        inserts = _outbox_inserts(statements)
+            assert _outbox_inserts(statements()) == []
+        inserts = _outbox_inserts(statements())
         assert len(inserts) == 1  # one statement for the five rows, in the transaction
         assert states() == [PENDING] * 5  # the scope has not decided yet
     assert states() == [SENT] * 5

@@ -416,10 +416,16 @@ def buffered_publishing() -> Iterator[Callable[[], None]]:
     "published". On a transport that cannot buffer (AMQP), each message is sent
     before ``apply_async`` returns and ``flush()`` has nothing to do.
     """
-    batch = _Batch(buffered=True)
+    with _batching(_Batch(buffered=True)) as batch:
+        yield batch.flush
+
+
+@contextmanager
+def _batching(batch: _Batch) -> Iterator[_Batch]:
+    """``batch`` is where ``celery_executor`` publishes inside the block; its producers go back after."""
     token = _batch.set(batch)
     try:
-        yield batch.flush
+        yield batch
     finally:
         _batch.reset(token)
         batch.close()
@@ -476,7 +482,7 @@ class _Batch:
         """Push what every held producer buffered; raise (and stop using that producer) if one fails."""
         for key, held in list(self._held.items()):
             window = held[3]
-            if window is None or not self._buffered:
+            if window is None:  # a transport that cannot buffer sent each message already
                 continue
             try:
                 window.flush()
@@ -510,10 +516,5 @@ def publishing() -> Iterator[None]:
 
     .. versionadded:: 0.1
     """
-    batch = _Batch()
-    token = _batch.set(batch)
-    try:
+    with _batching(_Batch()):
         yield
-    finally:
-        _batch.reset(token)
-        batch.close()

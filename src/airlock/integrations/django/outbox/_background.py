@@ -262,13 +262,9 @@ def publish_batches(
         # One run pays for finding the broker down, not every request.
         options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
     done = monotonic()
-    if len(batches) == 1:
-        parts = [outcome]
-        settle(batches[0].using, outcome)
-    else:
-        parts = _parts_of(outcome, batches)
-        for using in dict.fromkeys(batch.using for batch in batches):  # one UPDATE per database
-            settle(using, _joined([part for part, batch in zip(parts, batches, strict=True) if batch.using == using]))
+    parts = [outcome] if len(batches) == 1 else _parts_of(outcome, batches)
+    for using in dict.fromkeys(batch.using for batch in batches):  # one UPDATE per database
+        settle(using, _joined([part for part, batch in zip(parts, batches, strict=True) if batch.using == using]))
     for batch, part in zip(batches, parts, strict=True):
         if part.sent and on_sent is not None:
             on_sent(batch, done)

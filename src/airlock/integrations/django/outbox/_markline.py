@@ -188,8 +188,11 @@ def line_for(connection: Any) -> MarkLine | None:
 def _open(connection: Any) -> MarkLine:
     from psycopg.conninfo import make_conninfo  # type: ignore[import-not-found,unused-ignore]  # psycopg 3 only
 
-    params = {key: value for key, value in connection.get_connection_params().items() if key not in _NOT_LIBPQ}
-    params = {key: value for key, value in params.items() if value is not None}
+    params = {
+        key: value
+        for key, value in connection.get_connection_params().items()
+        if key not in _NOT_LIBPQ and value is not None
+    }
     params.setdefault("application_name", APPLICATION_NAME)  # so that a DBA sees what it is
     role = (connection.settings_dict.get("OPTIONS") or {}).get("assume_role")
     return MarkLine(make_conninfo("", **params).encode(), role)
