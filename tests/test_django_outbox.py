@@ -136,6 +136,63 @@ def test_a_transactions_rows_are_one_insert_right_before_its_commit():
     assert [args for _, args, _ in memory_messages()] == [[n] for n in range(5)]
 
 
+def test_on_postgresql_the_insert_carries_the_commit_in_one_round_trip(tmp_path):
+    """psycopg 3 (client-side binding, Django's default): the rows and the COMMIT are one query."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql" or not _psycopg3_client_cursors(connection):
+        pytest.skip("only PostgreSQL with psycopg 3's client-side cursors sends statements as one query")
+    from psycopg import pq
+
+    trace = tmp_path / "libpq.trace"
+    with airlock.scope(), trace.open("wb") as file:
+        with transaction.atomic():
+            Order.objects.create(sku="tea")
+            for number in range(3):
+                airlock.enqueue(memory_record, number)
+            pgconn = connection.connection.pgconn
+            pgconn.trace(file.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        pgconn.untrace()
+        assert states() == [PENDING] * 3  # committed: another connection reads them
+    sent = [line for line in trace.read_text().splitlines() if line.startswith("F") and "\tQuery\t" in line]
+    assert len(sent) == 1, sent  # the commit sent nothing of its own
+    assert "INSERT INTO airlock_outbox" in sent[0] and sent[0].rstrip('"').endswith("; COMMIT")
+    assert Order.objects.filter(sku="tea").count() == 1
+    assert [args for _, args, _ in memory_messages()] == [[0], [1], [2]]
+
+
+def test_a_commit_that_fails_after_the_insert_leaves_nothing_and_the_connection_usable():
+    """A deferred constraint fails at the COMMIT the INSERT carries: the transaction is gone, all of it."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("a constraint checked at the commit, on PostgreSQL")
+    with airlock.scope(), pytest.raises(IntegrityError), transaction.atomic():
+        Order.objects.create(sku="doomed")
+        airlock.enqueue(memory_record, 1)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE airlock_doomed (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP"
+            )
+            cursor.execute("INSERT INTO airlock_doomed VALUES (1), (1)")  # checked at the commit
+    assert not Order.objects.filter(sku="doomed").exists()
+    assert rows() == []
+    assert memory_messages() == []
+    with airlock.scope(), transaction.atomic():  # the connection goes on
+        Order.objects.create(sku="tea")
+        airlock.enqueue(memory_record, 2)
+    assert states() == [SENT]
+    assert [args for _, args, _ in memory_messages()] == [[2]]
+
+
+def _psycopg3_client_cursors(connection) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    with connection.cursor() as cursor:
+        return isinstance(cursor.cursor, psycopg.ClientCursor)
+
+
 def test_a_row_that_cannot_be_written_at_the_commit_rolls_the_transaction_back():
     """The commit's INSERT fails (its intent id already taken): nothing of the transaction stays."""
     other = connections.create_connection("default")  # autocommit: what it writes is committed at once

@@ -47,6 +47,8 @@ def _wrap(connection: Any, rows: list[tuple[Any, Any, tuple[Any, ...]]]) -> None
 
     def _commit() -> Any:
         if rows:
+            # On PostgreSQL (psycopg 3) the INSERT carries the COMMIT: one round trip for both;
+            # psycopg then finds the transaction over, and commit() below sends nothing.
             _write(connection, rows)
         return commit()
 
@@ -68,6 +70,6 @@ def _write(connection: Any, rows: list[tuple[Any, Any, tuple[Any, ...]]]) -> Non
         if not entry.written and not entry.dropped and id(ticket) in registered
     ]
     if wanted:
-        insert(connection, [row for _entry, row in wanted])
+        insert(connection, [row for _entry, row in wanted], then_commit=True)
         for entry, _row in wanted:
             entry.written = True

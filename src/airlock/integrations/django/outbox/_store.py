@@ -61,13 +61,37 @@ def _which_argument(
     return f"the airlock outbox could not store the arguments of {task_name} as JSON: {error}"
 
 
-def insert(connection: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Write rows: ``(intent_id, task, executor, payload, state, created_at, available_at, written_by)``."""
+def insert(connection: Any, rows: Sequence[tuple[Any, ...]], *, then_commit: bool = False) -> bool:
+    """Write rows: ``(intent_id, task, executor, payload, state, created_at, available_at, written_by)``.
+
+    ``then_commit``: the caller commits right after; where the driver can send
+    two statements as one query (psycopg 3 with client-side binding, Django's
+    default), the last ``INSERT`` carries the ``COMMIT`` in the same round trip.
+    Returns whether it did (the transaction is then over: psycopg sees it idle,
+    and its own ``commit()`` sends nothing). If the ``INSERT`` fails, the server
+    skips the ``COMMIT`` and the transaction is left failed, as without it.
+    """
+    committed = False
     with connection.cursor() as cursor:
         # One statement (one round trip) per ROWS_PER_INSERT rows, on every backend.
         for start in range(0, len(rows), ROWS_PER_INSERT):
             chunk = rows[start : start + ROWS_PER_INSERT]
-            cursor.execute(_INSERT + ", ".join([_VALUES] * len(chunk)), [value for row in chunk for value in row])
+            statement = _INSERT + ", ".join([_VALUES] * len(chunk))
+            if then_commit and start + ROWS_PER_INSERT >= len(rows) and _simple_queries(cursor):
+                statement += "; COMMIT"
+                committed = True
+            cursor.execute(statement, [value for row in chunk for value in row])
+    return committed
+
+
+def _simple_queries(cursor: Any) -> bool:
+    """Whether ``cursor`` (Django's wrapper) sends its statements as one simple query, values merged in."""
+    try:
+        from psycopg import ClientCursor  # type: ignore[import-not-found,unused-ignore]  # psycopg 3 only
+    except ImportError:
+        return False
+    raw = getattr(cursor, "cursor", None)
+    return isinstance(raw, ClientCursor) and raw.connection._pipeline is None
 
 
 def for_ids(
