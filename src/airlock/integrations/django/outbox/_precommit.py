@@ -14,6 +14,10 @@ The commit is ``connection._commit``, wrapped on that connection object once
 If the ``INSERT`` fails, the commit raises before anything is committed, and
 ``atomic()`` rolls the whole transaction back and raises it: nothing was half
 written, and the caller sees the error while the transaction is still theirs.
+On PostgreSQL with psycopg 3's client-side cursors the ``INSERT`` carries the
+``COMMIT`` in the same query (``_store.insert``), so the commit costs no extra
+round trip; a ``COMMIT`` that fails there ends the transaction, and ``atomic()``
+raises the same way.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ def _wrap(connection: Any, rows: list[tuple[Any, Any, tuple[Any, ...]]]) -> None
 
     def _commit() -> Any:
         if rows:
-            # On PostgreSQL (psycopg 3) the INSERT carries the COMMIT: one round trip for both;
-            # psycopg then finds the transaction over, and commit() below sends nothing.
+            # Where the INSERT carried the COMMIT, psycopg finds the transaction over
+            # and commit() below sends nothing.
             _write(connection, rows)
         return commit()
 
