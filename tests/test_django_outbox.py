@@ -549,6 +549,29 @@ def test_deduplicate_uses_celerys_task_id():
     assert runs == [("d" * 32, 1), ("e" * 32, 2)]
 
 
+def test_deduplicate_refuses_an_async_body_where_it_is_written():
+    with pytest.raises(TypeError, match=r"consume is async.*async_to_sync"):
+
+        @deduplicate(id_of=lambda: "f" * 32)
+        async def consume():
+            pass
+
+    assert ProcessedIntent.objects.count() == 0
+
+
+def test_deduplicate_refuses_an_awaitable_result_and_keeps_no_record():
+    """An async body behind a sync face (a wrapper returning its coroutine): refused when it runs, no record."""
+
+    async def work(intent_id):
+        Order.objects.create(sku="never")
+
+    consume = deduplicate(lambda intent_id: work(intent_id), id_of=lambda intent_id: intent_id)
+    with pytest.raises(TypeError, match="would run after that transaction closed"):
+        consume("f" * 32)
+    assert ProcessedIntent.objects.count() == 0  # the next delivery runs
+    assert Order.objects.count() == 0
+
+
 def test_deduplicate_without_an_id_says_where_to_get_one():
     @deduplicate
     def consume():

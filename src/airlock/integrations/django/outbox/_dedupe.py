@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -94,11 +95,17 @@ def deduplicate(
 
     Raises:
         RuntimeError: No intent id is known for the running task.
+        TypeError: ``function`` is a coroutine function (or, at run time, the
+            body returned an awaitable): its work would run after the
+            transaction that records its id, so a failure would drop the retry.
 
     .. versionadded:: 0.1
     """
 
     def decorate(body: F) -> F:
+        if inspect.iscoroutinefunction(body) or inspect.isasyncgenfunction(body):
+            raise TypeError(_not_async(body))
+
         @functools.wraps(body)
         def run(*args: Any, **kwargs: Any) -> Any:
             intent_id = id_of(*args, **kwargs) if id_of is not None else current_intent_id()
@@ -114,8 +121,24 @@ def deduplicate(
                         "airlock outbox: %s already ran intent %s; this delivery is dropped", body.__name__, intent_id
                     )
                     return None
-                return body(*args, **kwargs)
+                result = body(*args, **kwargs)
+                if inspect.isawaitable(result):  # async under a sync face (a partial, a wrapper)
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()  # never started: no "never awaited" warning
+                    raise TypeError(_not_async(body))  # inside the atomic block: the record rolls back
+                return result
 
         return run  # type: ignore[return-value]
 
     return decorate if function is None else decorate(function)
+
+
+def _not_async(body: Any) -> str:
+    name = getattr(body, "__qualname__", None) or repr(body)
+    return (
+        f"deduplicate records the intent id and runs the body in one transaction, and {name} is async: "
+        "its work would run after that transaction closed, so a run that failed would keep its id "
+        "recorded and the retry would be dropped. Decorate a sync function (run the async part inside "
+        "it with asgiref's async_to_sync), or call first_delivery(intent_id) inside your own transaction"
+    )
