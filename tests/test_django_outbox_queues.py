@@ -80,6 +80,40 @@ def test_celery(server):
     app.pool.force_close_all()
 
 
+def test_celery_a_relayed_run_joins_the_trace_it_was_enqueued_in(server):
+    """The relay sends the row long after the request: the worker's span is still in the request's trace."""
+    from celery.contrib.testing.worker import start_worker
+    from opentelemetry import trace
+
+    from airlock.integrations.celery import AirlockTask
+    from airlock.integrations.executors.celery import celery_executor
+    from tests.otel_support import instrumented
+
+    app, _ = make_app(f"outbox_traced_{server.port}", server.url, "outbox-traced")
+    seen: list[int] = []
+
+    @app.task(name=f"outbox_traced_{server.port}.job", base=AirlockTask, shared=False)
+    def job(value: int) -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    with instrumented() as telemetry:
+        with telemetry.tracer_provider.get_tracer("test").start_as_current_span("request") as request:
+            with airlock.scope(), transaction.atomic():
+                airlock.enqueue(job, 1)
+        assert Relay(databases=["default"]).run_once().sent == 1  # the relay: no span current
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=["outbox-traced"], use_eventloop=False):
+            wait_until(lambda: seen, "the Celery run")
+        trace_id = request.get_span_context().trace_id
+        assert seen == [trace_id]
+        send = telemetry.one(f"send {job.name}")
+        process = telemetry.one(f"process {job.name}")
+        assert send.attributes["airlock.outbox.relayed"] is True
+        assert process.context.trace_id == trace_id
+        assert process.parent is not None and process.parent.span_id == send.context.span_id
+    app.pool.force_close_all()
+
+
 def test_dramatiq(server):
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker

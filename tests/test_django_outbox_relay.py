@@ -6,6 +6,7 @@ Runs on PostgreSQL, and with AIRLOCK_TEST_DB=sqlite or =mariadb on those.
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -26,6 +27,7 @@ from airlock.integrations.django.outbox import (
     configure_outbox,
     outbox_stats,
 )
+from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._commands import parse_duration
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
@@ -354,3 +356,82 @@ def test_without_the_bridge_the_relay_logs_to_the_stdlib_logger(clock, caplog):
     with caplog.at_level("WARNING", "airlock.integrations.django.outbox"):
         relay(clock, max_attempts=1).run_once()
     assert any("dead after 1 attempts" in record.getMessage() for record in caplog.records)
+
+
+# -- the trace of a relayed message -------------------------------------------------------------
+
+
+def _memory_headers() -> list[dict]:
+    """Take the messages waiting in the in-memory broker: their headers."""
+    from tests.outbox_support import MEMORY_QUEUE, memory_app
+
+    taken = []
+    with memory_app.connection_for_write() as connection:
+        simple = connection.SimpleQueue(MEMORY_QUEUE, no_ack=True)
+        try:
+            while True:
+                try:
+                    taken.append(dict(simple.get(block=False).headers))
+                except simple.Empty:
+                    return taken
+        finally:
+            simple.close()
+
+
+def test_a_relayed_message_is_sent_in_the_trace_it_was_enqueued_in(clock):
+    """After a crash or an outage the relay sends the row: its send span joins the enqueue's trace."""
+    from opentelemetry import trace
+
+    from airlock.integrations.opentelemetry._instrumentor import SCOPE_SPAN
+    from tests.otel_support import instrumented
+
+    write_ready("untraced")
+    assert len(json.loads(OutboxMessage.objects.get().payload)) == 3  # no tracing, no trace in the row
+    OutboxMessage.objects.all().delete()
+    with instrumented() as telemetry:
+        tracer = telemetry.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request") as request:
+            write_ready("traced")
+        stored = json.loads(OutboxMessage.objects.get().payload)
+        assert stored[:2] == [["traced"], {}] and "traceparent" in stored[3]
+        assert relay(clock).run_once().sent == 1  # no span is current here, as in a relay process
+        send = telemetry.one("send outbox_memory.record")
+        (scope_span,) = [span for span in telemetry.spans if span.name == SCOPE_SPAN]
+        assert send.kind == trace.SpanKind.PRODUCER
+        assert send.context.trace_id == request.get_span_context().trace_id
+        # A child of the span current at the enqueue (the scope's, inside the request), as a fast path's is.
+        assert send.parent is not None and send.parent.span_id == scope_span.context.span_id
+        assert send.attributes["airlock.outbox.relayed"] is True
+        assert send.attributes["airlock.intent.id"] == rows()[0][0]
+        (headers,) = _memory_headers()
+        # The message carries the send span's context: the worker's span continues it.
+        assert headers["traceparent"].split("-")[1:3] == [
+            f"{send.context.trace_id:032x}",
+            f"{send.context.span_id:016x}",
+        ]
+    assert states() == [SENT]
+
+
+def test_a_relayed_send_that_fails_ends_its_span_with_the_error(clock):
+    from opentelemetry.trace import StatusCode
+
+    from tests.otel_support import instrumented
+
+    with instrumented() as telemetry:
+        with telemetry.tracer_provider.get_tracer("test").start_as_current_span("request"):
+            write_ready("doomed")
+        carrier = carrier_named("celery")
+        original = carrier.send
+
+        def refuse(*args, **kwargs):
+            raise ValueError("the broker refused this one")
+
+        carrier.send = refuse
+        try:
+            done = relay(clock).run_once()
+        finally:
+            carrier.send = original
+        assert done.failed == 1
+        send = telemetry.one("send outbox_memory.record")
+        assert send.status.status_code == StatusCode.ERROR
+        assert send.attributes["error.type"] == "ValueError"

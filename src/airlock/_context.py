@@ -44,7 +44,7 @@ class PolicyGuard:
 class _Hooks:
     """Process-wide hooks that integrations switch on explicitly (and off again)."""
 
-    __slots__ = ("capture_trace_context", "continue_trace", "executor_override", "inject_trace")
+    __slots__ = ("capture_trace_context", "continue_trace", "executor_override", "inject_trace", "send_in_trace")
 
     def __init__(self) -> None:
         # Called at each enqueue; its return value becomes ``Intent.trace_context``.
@@ -56,6 +56,10 @@ class _Hooks:
         # ``continue_trace(carrier, name=..., system=...)``: a context manager that makes
         # the carrier's trace context current around a worker-side task run.
         self.continue_trace: Callable[..., AbstractContextManager[Any]] | None = None
+        # ``send_in_trace(carrier, name=..., system=..., intent_id=...)``: a context manager
+        # around a publish that has no intent (the outbox relay's), which opens its send span
+        # in the trace the carrier recorded at enqueue and makes it current for inject_trace.
+        self.send_in_trace: Callable[..., AbstractContextManager[Any]] | None = None
 
 
 hooks = _Hooks()

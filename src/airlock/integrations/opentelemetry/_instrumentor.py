@@ -134,15 +134,21 @@ class _Tracing:
         )
         self.receivers = Receivers(self)
         self._capture = _context_getter()
-        self._previous_hooks: tuple[Any, Any, Any] = (None, None, None)
+        self._previous_hooks: tuple[Any, Any, Any, Any] = (None, None, None, None)
 
     # -- switching on and off -------------------------------------------------------
 
     def install(self) -> None:
         hooks = _context.hooks
-        self._previous_hooks = (hooks.capture_trace_context, hooks.inject_trace, hooks.continue_trace)
+        self._previous_hooks = (
+            hooks.capture_trace_context,
+            hooks.inject_trace,
+            hooks.continue_trace,
+            hooks.send_in_trace,
+        )
         hooks.inject_trace = self.inject
         hooks.continue_trace = self.continue_trace
+        hooks.send_in_trace = self.send_in_trace
         self.receivers.connect()
         self.wake_if_recording()
 
@@ -160,7 +166,7 @@ class _Tracing:
     def remove(self) -> None:
         self.receivers.disconnect()
         hooks = _context.hooks
-        capture, inject, continue_ = self._previous_hooks
+        capture, inject, continue_, send_in = self._previous_hooks
         # Put back what was there only where the hook is still ours.
         if hooks.capture_trace_context is self._capture:
             hooks.capture_trace_context = capture
@@ -168,6 +174,8 @@ class _Tracing:
             hooks.inject_trace = inject
         if hooks.continue_trace == self.continue_trace:
             hooks.continue_trace = continue_
+        if hooks.send_in_trace == self.send_in_trace:
+            hooks.send_in_trace = send_in
 
     # -- scope span ----------------------------------------------------------------
 
@@ -393,6 +401,47 @@ class _Tracing:
 
     def inject(self, carrier: MutableMapping[str, Any]) -> None:
         propagate.inject(carrier)
+
+    @contextmanager
+    def send_in_trace(self, carrier: Mapping[str, Any], *, name: str, system: str, intent_id: str) -> Iterator[None]:
+        """A publish with no intent behind it (the outbox relay's), in the trace recorded at enqueue.
+
+        The send span is a child of the span that was current at enqueue, as a
+        fast-path dispatch span is, and current around the publish, so the message
+        carries it and the worker's span joins the same trace.
+        """
+        if not self.traces_on.is_on:
+            yield
+            return
+        enqueued = propagate.extract(carrier)
+        enqueued_in = trace.get_current_span(enqueued).get_span_context()
+        span = self.tracer.start_span(
+            f"send {name}",
+            context=enqueued,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": system,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": name,
+                "airlock.intent.id": intent_id,
+                "airlock.intent.name": name,
+                "airlock.outbox.relayed": True,
+            },
+            links=[Link(enqueued_in)] if enqueued_in.is_valid else None,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, enqueued))
+        try:
+            yield
+        except BaseException as error:
+            if span.is_recording():
+                span.record_exception(error)
+                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, error_text(error)))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     @contextmanager
     def continue_trace(self, carrier: Mapping[str, Any], *, name: str, system: str) -> Iterator[None]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from airlock._context import hooks
 from airlock._intent import Intent
 from airlock.integrations.django.outbox._carriers import Carrier, batches, is_unreachable
 from airlock.signals import dispatch_failed, intent_dispatched, intent_released
@@ -25,6 +26,8 @@ class Message:
     kwargs: dict[str, Any]
     options: dict[str, Any]
     ref: Any = None  # the caller's own handle (the intent, or the row's primary key)
+    name: str = ""  # the task's registered name (the relay's messages; an intent names itself)
+    trace: dict[str, Any] | None = None  # the enqueue's trace context, as the row stored it
 
 
 @dataclass(slots=True)
@@ -79,9 +82,12 @@ def publish(
             if scope is not None and intent_released.receivers and not intent_released.is_muted:
                 intent_released._notify(scope, {"intent": message.ref})  # observers only: the carrier sends
             try:
-                result = message.carrier.send(
-                    message.task, message.args, message.kwargs, message.options, message.intent_id
-                )
+                if scope is None and message.trace is not None and hooks.send_in_trace is not None:
+                    result = _send_in_trace(message)
+                else:
+                    result = message.carrier.send(
+                        message.task, message.args, message.kwargs, message.options, message.intent_id
+                    )
             except Exception as error:
                 if scope is not None and dispatch_failed.receivers:
                     dispatch_failed.emit(scope, intent=message.ref, error=error)
@@ -106,6 +112,13 @@ def publish(
             if waiting:
                 _push(flushes[key], waiting, outcome)
     return outcome
+
+
+def _send_in_trace(message: Message) -> Any:
+    """A relay's publish, in the trace its row recorded at enqueue (its send span current around it)."""
+    assert hooks.send_in_trace is not None
+    with hooks.send_in_trace(message.trace, name=message.name, system=message.carrier.key, intent_id=message.intent_id):
+        return message.carrier.send(message.task, message.args, message.kwargs, message.options, message.intent_id)
 
 
 def _push(flush: Callable[[], None], waiting: list[tuple[Message, Any, Any]], outcome: Outcome) -> bool:

@@ -278,11 +278,12 @@ class Relay:
                 task = self._tasks.get(key)
                 if task is None:
                     task = self._tasks[key] = carrier.resolve(name)
-                args, kwargs, options = json.loads(payload)
+                args, kwargs, options, *traced = json.loads(payload)
             except Exception as error:
                 broken.append((row, error))
                 continue
-            messages.append(Message(intent_id, carrier, task, args, kwargs, options, ref=row))
+            trace = traced[0] if traced and isinstance(traced[0], dict) else None
+            messages.append(Message(intent_id, carrier, task, args, kwargs, options, ref=row, name=name, trace=trace))
         return messages, broken
 
     def _fail(self, connection: Any, row: tuple[Any, ...], error: BaseException, token: str, now: float) -> int:

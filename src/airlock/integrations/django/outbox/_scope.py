@@ -38,6 +38,7 @@ from django.db import connections  # type: ignore[import-untyped]  # Django ship
 
 from airlock import Intent, Scope
 from airlock._context import hooks
+from airlock._propagation import inject
 from airlock.integrations.django._after_response import after_response
 from airlock.integrations.django._scope import DjangoScope
 from airlock.integrations.django.outbox._background import Batch, hand_off, publish_batches, settle
@@ -330,7 +331,10 @@ def _prepare(
         name = carrier.name_of(task)
         _last_name = (task, carrier, name)
     stored_options = carrier.stored_options(task, options)
-    payload = encode(name, args, kwargs, stored_options)
+    # With tracing on, the enqueue's context goes into the row: a relay that sends it
+    # later (after a crash or an outage) opens its send span in that trace.
+    trace = inject({}) if hooks.capture_trace_context is not None else None
+    payload = encode(name, args, kwargs, stored_options, trace)
     # The message carries the stored arguments, not the live ones: the fast path
     # and the relay send the same thing, whatever the caller mutates later.
     decoded = _json_loads(payload)

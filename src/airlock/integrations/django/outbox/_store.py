@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airlock.integrations.django.outbox._models import HELD, PENDING
@@ -30,15 +30,20 @@ CHUNK = 500  # ids per IN (...): well under SQLite's and MariaDB's parameter lim
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def encode(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: Any) -> str:
-    """The row's payload, ``[args, kwargs, options]`` as JSON.
+def encode(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: Any, trace: Mapping[str, Any] | None = None
+) -> str:
+    """The row's payload, ``[args, kwargs, options]`` as JSON, and the enqueue's trace context if given.
+
+    ``trace`` (the carrier a tracing integration filled at enqueue) is a fourth
+    element, read by the relay only: a row written without tracing has three.
 
     Raises:
         TypeError: An argument (or a dispatch option) JSON cannot hold; the
             message names it, so the caller fixes it while its transaction is open.
     """
     try:
-        return _dumps([args, kwargs, options])
+        return _dumps([args, kwargs, options, trace] if trace else [args, kwargs, options])
     except (TypeError, ValueError) as error:
         raise TypeError(_which_argument(task_name, args, kwargs, options, error)) from error
 
