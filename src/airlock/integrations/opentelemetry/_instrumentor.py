@@ -314,15 +314,9 @@ class _Tracing:
             f"send {name}",
             context=enqueue_context,
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": system,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": str(destination or name),
-                "airlock.intent.id": intent.id,
-                "airlock.intent.name": name,
-                "airlock.intent.held_ms": held_ms(intent, now),
-            },
+            attributes=_send_attributes(
+                system, name, destination, intent.id, "airlock.intent.held_ms", held_ms(intent, now)
+            ),
             links=self._links_to(enqueue_context),
             start_time=now,
         )
@@ -388,10 +382,7 @@ class _Tracing:
         system = system_of(scope, intent) if dispatch is None else dispatch.system
         if dispatch is not None:
             span = dispatch.span
-            if span.is_recording():
-                span.record_exception(error)
-                span.set_attribute("error.type", type(error).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, error_text(error)))
+            _mark_failed(span, error)
             otel_context.detach(dispatch.token)
             span.end()
         if self.metrics_on.is_on:
@@ -419,25 +410,14 @@ class _Tracing:
             f"send {name}",
             context=enqueued,
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": system,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": name,
-                "airlock.intent.id": intent_id,
-                "airlock.intent.name": name,
-                "airlock.outbox.relayed": True,
-            },
+            attributes=_send_attributes(system, name, None, intent_id, "airlock.outbox.relayed", True),
             links=[Link(enqueued_in)] if enqueued_in.is_valid else None,
         )
         token = otel_context.attach(trace.set_span_in_context(span, enqueued))
         try:
             yield
         except BaseException as error:
-            if span.is_recording():
-                span.record_exception(error)
-                span.set_attribute("error.type", type(error).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, error_text(error)))
+            _mark_failed(span, error)
             raise
         finally:
             otel_context.detach(token)
@@ -469,6 +449,28 @@ class _Tracing:
                 yield
         finally:
             otel_context.detach(token)
+
+
+def _send_attributes(
+    system: str, name: str, destination: object, intent_id: str, extra: str, value: Any
+) -> dict[str, Any]:
+    """A send span's attributes: the messaging conventions, the intent's own, and one of the caller's."""
+    return {
+        "messaging.system": system,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": str(destination or name),
+        "airlock.intent.id": intent_id,
+        "airlock.intent.name": name,
+        extra: value,
+    }
+
+
+def _mark_failed(span: trace.Span, error: BaseException) -> None:
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_attribute("error.type", type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, error_text(error)))
 
 
 def _context_getter() -> Callable[[], otel_context.Context]:
