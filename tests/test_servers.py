@@ -233,6 +233,69 @@ def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_st
     assert_each_ran_once(db, broker, token, 4 * TASKS, duplicates_allowed=mode == "background")
 
 
+def _wait_for_rows(db: str, token: str, count: int, worker: Server) -> None:
+    deadline = time.monotonic() + 30
+    while sum(states(db, token).values()) < count:  # every run committed its follow-ups
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dramatiq_actor_s_follow_ups_go_out_from_its_worker_even_when_it_stops_at_once(mode, db, broker, processes):
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    token = new_token()
+    worker = processes.dramatiq_worker(env(db, broker, mode))
+    sender = RedisBroker(url=broker.url, namespace="airlock-servers-dramatiq")
+    try:
+        sender.declare_queue("default")
+        for _ in range(4):
+            message = dramatiq.Message(
+                queue_name="default", actor_name="servers.dramatiq_fanout", args=(token, TASKS), kwargs={}, options={}
+            )
+            sender.enqueue(message)
+    finally:
+        sender.close()
+    _wait_for_rows(db, token, 4 * TASKS, worker)
+    worker.signal(signal.SIGTERM)  # the worker process stops its threads and exits normally
+    assert worker.wait() == 0, worker.log()[-3000:]
+    left = states(db, token)
+    observed(f"dramatiq {mode}, SIGTERM right after the runs", left)
+    assert set(left) <= {"ready", "sent"}, left
+    if mode == "background":
+        assert left == {"sent": 4 * TASKS}, worker.log()[-3000:]  # the drain at exit published them
+    relay_once(processes, db, broker, token)
+    assert_each_ran_once(db, broker, token, 4 * TASKS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_huey_task_s_follow_ups_go_out_from_its_consumer_even_when_it_stops_at_once(mode, db, broker, processes):
+    from huey import RedisHuey
+
+    token = new_token()
+    consumer = processes.huey_consumer(env(db, broker, mode))
+    sender = RedisHuey("airlock-servers-huey", url=broker.url)
+
+    def fanout(token: str, count: int) -> None:
+        raise AssertionError("runs in the consumer, never here")
+
+    fanout.__module__ = "tests.servers.huey_app"  # the consumer's registry name: tests.servers.huey_app.fanout
+    send = sender.task(name="fanout")(fanout)
+    for _ in range(4):
+        send(token, TASKS)
+    _wait_for_rows(db, token, 4 * TASKS, consumer)
+    consumer.signal(signal.SIGTERM)  # Huey's immediate shutdown; the interpreter then exits normally
+    assert consumer.wait() == 0, consumer.log()[-3000:]
+    left = states(db, token)
+    observed(f"huey {mode}, SIGTERM right after the runs", left)
+    assert set(left) <= {"ready", "sent"}, left
+    if mode == "background":
+        assert left == {"sent": 4 * TASKS}, consumer.log()[-3000:]
+    relay_once(processes, db, broker, token)
+    assert_each_ran_once(db, broker, token, 4 * TASKS)
+
+
 PRELOAD = [
     pytest.param("inline", "idle"),
     pytest.param("background", "idle"),

@@ -239,6 +239,34 @@ class Processes:
             time.sleep(0.1)
         return started
 
+    def dramatiq_worker(self, env: dict[str, str]) -> Server:
+        """``dramatiq tests.servers.dramatiq_app``: one worker process, two threads."""
+        command = [sys.executable, "-m", "dramatiq", "tests.servers.dramatiq_app", "--processes", "1", "--threads", "2"]
+        return self._wait_for_line(self.start("dramatiq", command, env), "is ready for action", "the Dramatiq worker")
+
+    def huey_consumer(self, env: dict[str, str]) -> Server:
+        """``huey_consumer tests.servers.huey_app.huey``: two worker threads."""
+        command = [
+            sys.executable,
+            "-m",
+            "huey.bin.huey_consumer",
+            "tests.servers.huey_app.huey",
+            "-w",
+            "2",
+            "-k",
+            "thread",
+        ]
+        return self._wait_for_line(self.start("huey", command, env), "consumer started", "the Huey consumer")
+
+    @staticmethod
+    def _wait_for_line(started: Server, line: str, what: str) -> Server:
+        deadline = time.monotonic() + WAIT
+        while line not in started.log().lower():
+            if started.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not start:\n{started.log()[-4000:]}")
+            time.sleep(0.1)
+        return started
+
     def command(self, env: dict[str, str], *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``python -m django ARGUMENTS`` to its end."""
         return subprocess.run(

@@ -61,10 +61,15 @@ def record(self: Any, token: str, number: int) -> None:
             counts().hincrby(ran_key(token), task_id, 1)
 
 
-@app.task(name="servers.fanout", bind=True, base=AirlockTask, shared=False)
-def fanout(self: Any, token: str, count: int = TASKS_PER_REQUEST) -> None:
-    """Commit a row and enqueue ``count`` follow-ups, as a web request does."""
+def commit_follow_ups(token: str, count: int) -> None:
+    """Commit a row and enqueue ``count`` follow-ups (``record``), as a web request does."""
     with transaction.atomic():
         Order.objects.create(sku=token[:40])
         for number in range(count):
             airlock.enqueue(record, token, number)
+
+
+@app.task(name="servers.fanout", bind=True, base=AirlockTask, shared=False)
+def fanout(self: Any, token: str, count: int = TASKS_PER_REQUEST) -> None:
+    """A Celery task whose run is an airlock scope: its follow-ups go when it succeeds."""
+    commit_follow_ups(token, count)
