@@ -399,9 +399,10 @@ class _Tracing:
 
         The send span is a child of the span that was current at enqueue, as a
         fast-path dispatch span is, and current around the publish, so the message
-        carries it and the worker's span joins the same trace.
+        carries it and the worker's span joins the same trace. A relay process may
+        never enter a scope, so an SDK set up after instrumenting is looked for here.
         """
-        if not self.traces_on.is_on:
+        if not self.traces_on.refresh():
             yield
             return
         enqueued = propagate.extract(carrier)
