@@ -62,26 +62,7 @@ def commit_two(task: Any, executor: Any) -> list[str]:
 
 
 def test_celery(server):
-    from celery.contrib.testing.worker import start_worker
-
-    from airlock.integrations.executors.celery import celery_executor
-
-    app, _ = make_app(f"outbox_e2e_{server.port}", server.url, "outbox-e2e")
-    runs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-
-    @app.task(name=f"outbox_e2e_{server.port}.job", bind=True, shared=False)
-    def job(self: Any, *args: Any, **kwargs: Any) -> None:
-        runs.append((self.request.id, args, kwargs))
-
-    ids = commit_two(job, celery_executor)
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["outbox-e2e"], use_eventloop=False):
-        wait_until(lambda: len(runs) == 2, "two Celery runs")
-    assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
-    app.pool.force_close_all()
-
-
-def test_celery_a_relayed_run_joins_the_trace_it_was_enqueued_in(server):
-    """The relay sends the row long after the request: the worker's span is still in the request's trace."""
+    """Two rows relayed to a real Celery worker; with tracing on, the run joins the request's trace."""
     from celery.contrib.testing.worker import start_worker
     from opentelemetry import trace
 
@@ -89,25 +70,33 @@ def test_celery_a_relayed_run_joins_the_trace_it_was_enqueued_in(server):
     from airlock.integrations.executors.celery import celery_executor
     from tests.otel_support import instrumented
 
-    app, _ = make_app(f"outbox_traced_{server.port}", server.url, "outbox-traced")
-    seen: list[int] = []
+    app, _ = make_app(f"outbox_e2e_{server.port}", server.url, "outbox-e2e")
+    runs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    traces: list[int] = []
 
-    @app.task(name=f"outbox_traced_{server.port}.job", base=AirlockTask, shared=False)
-    def job(value: int) -> None:
-        seen.append(trace.get_current_span().get_span_context().trace_id)
+    @app.task(name=f"outbox_e2e_{server.port}.job", bind=True, shared=False)
+    def job(self: Any, *args: Any, **kwargs: Any) -> None:
+        runs.append((self.request.id, args, kwargs))
 
-    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    @app.task(name=f"outbox_e2e_{server.port}.traced", base=AirlockTask, shared=False)
+    def traced(value: int) -> None:
+        traces.append(trace.get_current_span().get_span_context().trace_id)
+
+    ids = commit_two(job, celery_executor)
     with instrumented() as telemetry:
+        # The relay sends this row after the request, from outside any span: the worker's
+        # run still joins the request's trace, under the relay's send span.
         with telemetry.tracer_provider.get_tracer("test").start_as_current_span("request") as request:
             with airlock.scope(), transaction.atomic():
-                airlock.enqueue(job, 1)
-        assert Relay(databases=["default"]).run_once().sent == 1  # the relay: no span current
-        with start_worker(app, pool="solo", perform_ping_check=False, queues=["outbox-traced"], use_eventloop=False):
-            wait_until(lambda: seen, "the Celery run")
+                airlock.enqueue(traced, 3)
+        assert Relay(databases=["default"]).run_once().sent == 1
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=["outbox-e2e"], use_eventloop=False):
+            wait_until(lambda: len(runs) == 2 and traces, "three Celery runs")
+        assert runs == [(ids[0], (1,), {"colour": "red"}), (ids[1], (2,), {"colour": "blue"})]
         trace_id = request.get_span_context().trace_id
-        assert seen == [trace_id]
-        send = telemetry.one(f"send {job.name}")
-        process = telemetry.one(f"process {job.name}")
+        assert traces == [trace_id]
+        send = telemetry.one(f"send {traced.name}")
+        process = telemetry.one(f"process {traced.name}")
         assert send.attributes["airlock.outbox.relayed"] is True
         assert process.context.trace_id == trace_id
         assert process.parent is not None and process.parent.span_id == send.context.span_id
