@@ -90,19 +90,25 @@ def memory_messages(queue: str = MEMORY_QUEUE) -> list[tuple[str, list[Any], dic
     """Take every message waiting in the in-memory broker: ``(task_id, args, kwargs)``."""
     settle()
     found = []
+    for message in take_memory_messages(queue):
+        args, kwargs, _ = message.payload
+        found.append((message.headers["id"], args, kwargs))
+    return found
+
+
+def take_memory_messages(queue: str = MEMORY_QUEUE) -> list[Any]:
+    """Take every message waiting in the in-memory broker, as kombu gives them (headers and payload)."""
+    taken = []
     with memory_app.connection_for_write() as connection:
         simple = connection.SimpleQueue(queue, no_ack=True)
         try:
             while True:
                 try:
-                    message = simple.get(block=False)
+                    taken.append(simple.get(block=False))
                 except simple.Empty:
-                    break
-                args, kwargs, _ = message.payload
-                found.append((message.headers["id"], args, kwargs))
+                    return taken
         finally:
             simple.close()
-    return found
 
 
 def rows(using: str = "default") -> list[tuple[str, str, str]]:

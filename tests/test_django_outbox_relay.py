@@ -31,7 +31,7 @@ from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._commands import parse_duration
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
-from tests.outbox_support import make_app, memory_messages, memory_record, rows, states
+from tests.outbox_support import make_app, memory_messages, memory_record, rows, states, take_memory_messages
 from tests.own_redis import free_port
 
 require_database()
@@ -361,23 +361,6 @@ def test_without_the_bridge_the_relay_logs_to_the_stdlib_logger(clock, caplog):
 # -- the trace of a relayed message -------------------------------------------------------------
 
 
-def _memory_headers() -> list[dict]:
-    """Take the messages waiting in the in-memory broker: their headers."""
-    from tests.outbox_support import MEMORY_QUEUE, memory_app
-
-    taken = []
-    with memory_app.connection_for_write() as connection:
-        simple = connection.SimpleQueue(MEMORY_QUEUE, no_ack=True)
-        try:
-            while True:
-                try:
-                    taken.append(dict(simple.get(block=False).headers))
-                except simple.Empty:
-                    return taken
-        finally:
-            simple.close()
-
-
 def test_a_relayed_message_is_sent_in_the_trace_it_was_enqueued_in(clock):
     """After a crash or an outage the relay sends the row: its send span joins the enqueue's trace."""
     from opentelemetry import trace
@@ -403,7 +386,7 @@ def test_a_relayed_message_is_sent_in_the_trace_it_was_enqueued_in(clock):
         assert send.parent is not None and send.parent.span_id == scope_span.context.span_id
         assert send.attributes["airlock.outbox.relayed"] is True
         assert send.attributes["airlock.intent.id"] == rows()[0][0]
-        (headers,) = _memory_headers()
+        (headers,) = [message.headers for message in take_memory_messages()]
         # The message carries the send span's context: the worker's span continues it.
         assert headers["traceparent"].split("-")[1:3] == [
             f"{send.context.trace_id:032x}",

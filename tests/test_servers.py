@@ -205,6 +205,13 @@ def test_a_full_hand_off_queue_publishes_inline_and_still_delivers_each_task_onc
     assert_each_ran_once(db, broker, token, 24 * TASKS)
 
 
+def _wait_for_rows(db: str, token: str, count: int, worker: Server) -> None:
+    deadline = time.monotonic() + 30
+    while sum(states(db, token).values()) < count:  # every run committed its follow-ups
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_stops_at_once(
     mode, db, broker, processes
@@ -220,10 +227,7 @@ def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_st
             app.send_task("servers.fanout", args=(token, TASKS), queue=queue)
     finally:
         app.close()
-    deadline = time.monotonic() + 30
-    while sum(states(db, token).values()) < 4 * TASKS:  # every fan-out committed its follow-ups
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.01)
+    _wait_for_rows(db, token, 4 * TASKS, worker)
     worker.signal(signal.SIGTERM)  # warm shutdown, at once
     worker.wait()
     left = states(db, token)
@@ -231,13 +235,6 @@ def test_a_celery_task_s_follow_ups_go_out_from_a_prefork_worker_even_when_it_st
     assert set(left) <= {"ready", "sent"}, left
     relay_once(processes, db, broker, token)  # what the worker did not publish before it exited
     assert_each_ran_once(db, broker, token, 4 * TASKS, duplicates_allowed=mode == "background")
-
-
-def _wait_for_rows(db: str, token: str, count: int, worker: Server) -> None:
-    deadline = time.monotonic() + 30
-    while sum(states(db, token).values()) < count:  # every run committed its follow-ups
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.01)
 
 
 # Dramatiq and Huey: the background publisher only (the worker's own process model); an
@@ -258,14 +255,8 @@ def test_a_dramatiq_actor_s_follow_ups_go_out_from_its_worker_even_when_it_stops
             sender.enqueue(message)
     finally:
         sender.close()
-    _wait_for_rows(db, token, 4 * TASKS, worker)
-    worker.signal(signal.SIGTERM)  # the worker process stops its threads and exits normally
-    assert worker.wait() == 0, worker.log()[-3000:]
-    left = states(db, token)
-    observed(f"dramatiq {mode}, SIGTERM right after the runs", left)
-    assert left == {"sent": 4 * TASKS}, worker.log()[-3000:]  # the drain at exit published what was left
-    relay_once(processes, db, broker, token)
-    assert_each_ran_once(db, broker, token, 4 * TASKS)
+    # The worker process stops its threads and exits normally.
+    _stop_right_after_the_runs(worker, f"dramatiq {mode}", db, broker, processes, token)
 
 
 def test_a_huey_task_s_follow_ups_go_out_from_its_consumer_even_when_it_stops_at_once(db, broker, processes):
@@ -282,12 +273,18 @@ def test_a_huey_task_s_follow_ups_go_out_from_its_consumer_even_when_it_stops_at
     send = sender.task(name="fanout")(fanout)
     for _ in range(4):
         send(token, TASKS)
-    _wait_for_rows(db, token, 4 * TASKS, consumer)
-    consumer.signal(signal.SIGTERM)  # Huey's immediate shutdown; the interpreter then exits normally
-    assert consumer.wait() == 0, consumer.log()[-3000:]
+    # Huey's immediate shutdown; the interpreter then exits normally.
+    _stop_right_after_the_runs(consumer, f"huey {mode}", db, broker, processes, token)
+
+
+def _stop_right_after_the_runs(worker: Server, what: str, db: str, broker: OwnRedis, processes: Processes, token: str):
+    """SIGTERM once four runs committed their follow-ups: the drain at exit sends every one, each run once."""
+    _wait_for_rows(db, token, 4 * TASKS, worker)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()[-3000:]
     left = states(db, token)
-    observed(f"huey {mode}, SIGTERM right after the runs", left)
-    assert left == {"sent": 4 * TASKS}, consumer.log()[-3000:]
+    observed(f"{what}, SIGTERM right after the runs", left)
+    assert left == {"sent": 4 * TASKS}, worker.log()[-3000:]
     relay_once(processes, db, broker, token)
     assert_each_ran_once(db, broker, token, 4 * TASKS)
 

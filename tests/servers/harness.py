@@ -231,13 +231,7 @@ class Processes:
             "--concurrency", str(concurrency), "--queues", queue, "--without-heartbeat", "--without-gossip",
             "--without-mingle", "--loglevel", "INFO",
         ]  # fmt: skip
-        started = self.start(f"celery-{pool}", command, env)
-        deadline = time.monotonic() + WAIT
-        while " ready." not in started.log():
-            if started.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the Celery worker did not start:\n{started.log()[-4000:]}")
-            time.sleep(0.1)
-        return started
+        return self._wait_for_line(self.start(f"celery-{pool}", command, env), " ready.", "the Celery worker")
 
     def dramatiq_worker(self, env: dict[str, str]) -> Server:
         """``dramatiq tests.servers.dramatiq_app``: one worker process, two threads."""
@@ -260,6 +254,7 @@ class Processes:
 
     @staticmethod
     def _wait_for_line(started: Server, line: str, what: str) -> Server:
+        """Wait until the process logs ``line`` (lower case: matched without case)."""
         deadline = time.monotonic() + WAIT
         while line not in started.log().lower():
             if started.process.poll() is not None or time.monotonic() > deadline:
