@@ -104,6 +104,36 @@ def test_model_instance_finding_suggests_the_primary_key() -> None:
     assert message.endswith("airlock.enqueue(index, order.pk, by=request.user.pk)")
 
 
+@pytest.mark.parametrize(
+    ("call", "code", "suggestion"),
+    [
+        (
+            "send_email.delay(order, by=request.user)",
+            "AIR001",
+            "airlock.enqueue(send_email, order.pk, by=request.user.pk)",
+        ),
+        (
+            "send_email.apply_async((order,), countdown=5)",
+            "AIR002",
+            "airlock.enqueue(send_email, order.pk, _dispatch_options={'countdown': 5})",
+        ),
+        ("transaction.on_commit(lambda: send_email.delay(order))", "AIR010", "airlock.enqueue(send_email, order.pk)"),
+        ("send_email.delay(order.pk)", "AIR001", "airlock.enqueue(send_email, order.pk)"),
+    ],
+    ids=["delay", "apply_async", "on_commit", "already-the-pk"],
+)
+def test_the_bypass_suggestion_passes_the_primary_key_that_air020_asks_for(
+    call: str, code: str, suggestion: str
+) -> None:
+    """AIR001 and AIR020 on one line suggest the same fix, not one that AIR020 would report again."""
+    source = f"from shop.tasks import send_email\ndef f(pk):\n    order = Order.objects.get(pk=pk)\n    {call}\n"
+    messages = _messages(source)
+    [bypass] = [message for message in messages if message.startswith(code)]
+    assert bypass.endswith(f"write: {suggestion}")
+    assert [m.split()[0] for m in messages] == ([code] if call.endswith(".pk)") else [code, "AIR020"])
+    assert _messages(f"from shop.tasks import send_email\ndef f(order):\n    {suggestion}\n") == []
+
+
 NOQA_SAMPLE = """\
 from shop.tasks import t
 

@@ -207,7 +207,9 @@ class _Visitor(ast.NodeVisitor):
             if code == "AIR007"
             else "sends at once, bypassing airlock's scope"
         )
-        self._add(node, code, f"{call} {what}; write: {_suggestion(node, method, task)}")
+        # One line to write for both findings: with AIR020 on the same call, pass the primary key.
+        primary_keys = self._model_instances(node, method)
+        self._add(node, code, f"{call} {what}; write: {_suggestion(node, method, task, primary_keys)}")
         self._check_arguments(node, task, method)
 
     def _check_on_commit(self, node: ast.Call) -> bool:
@@ -225,11 +227,12 @@ class _Visitor(ast.NodeVisitor):
             return False
         method, task = bypass
         self._skip.add(id(callback.body if isinstance(callback, ast.Lambda) else callback))
+        primary_keys = self._model_instances(inner, method)
         self._add(
             node,
             "AIR010",
             f"{ast.unparse(node)} waits for the commit by hand; an airlock DjangoScope already does, "
-            f"and discards on rollback; write: {_suggestion(inner, method, task)}",
+            f"and discards on rollback; write: {_suggestion(inner, method, task, primary_keys)}",
         )
         self._check_arguments(inner, task, method)
         return True
@@ -244,7 +247,7 @@ class _Visitor(ast.NodeVisitor):
             args, kwargs, options = node.args[first:], _kwargs(node), dict[str, ast.expr]()
         else:
             args, kwargs, options = _split(node, method)
-        instances = [ast.unparse(v) for v in [*args, *kwargs.values()] if self._is_model_instance(v)]
+        instances = self._model_instances_in(args, kwargs)
         if not instances:
             return
         fix = _enqueue_line(task, args, kwargs, options, primary_keys=set(instances))
@@ -255,6 +258,14 @@ class _Visitor(ast.NodeVisitor):
             f"{names} looks like a model instance passed to a task; pass its primary key and load it in the "
             f"task: {fix}",
         )
+
+    def _model_instances(self, node: ast.Call, method: str) -> set[str]:
+        """The arguments of a bypassing call that AIR020 reports, as source text."""
+        args, kwargs, _ = _split(node, method)
+        return set(self._model_instances_in(args, kwargs))
+
+    def _model_instances_in(self, args: Sequence[ast.expr], kwargs: dict[str | None, ast.expr]) -> list[str]:
+        return [ast.unparse(v) for v in [*args, *kwargs.values()] if self._is_model_instance(v)]
 
     def _is_model_instance(self, value: ast.expr) -> bool:
         if isinstance(value, ast.Name):
@@ -297,8 +308,8 @@ class _Visitor(ast.NodeVisitor):
         self._findings.append(Finding(node.lineno, node.col_offset, code, message))
 
 
-def _suggestion(node: ast.Call, method: str, task: ast.expr) -> str:
-    return _enqueue_line(task, *_split(node, method))
+def _suggestion(node: ast.Call, method: str, task: ast.expr, primary_keys: set[str]) -> str:
+    return _enqueue_line(task, *_split(node, method), primary_keys=primary_keys)
 
 
 def _enqueue_line(

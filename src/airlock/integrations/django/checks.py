@@ -11,8 +11,9 @@ from typing import Any
 from django.apps import apps  # type: ignore[import-untyped]  # Django ships no type hints
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core import checks  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
-__all__ = ["APP", "MIDDLEWARE", "check_settings"]
+__all__ = ["APP", "MIDDLEWARE", "check_settings", "check_values", "defer_settings_error"]
 
 APP = "airlock.integrations.django"
 MIDDLEWARE = "airlock.integrations.django.AirlockMiddleware"
@@ -63,3 +64,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return messages
+
+
+# What the app's ready() found wrong in settings.AIRLOCK while `manage.py check` starts
+# (apps.py): reported by check_values() below instead of a traceback.
+_deferred: list[ImproperlyConfigured] = []
+
+
+def defer_settings_error(error: ImproperlyConfigured) -> None:
+    """Keep a settings error for :func:`check_values` to report (``manage.py check`` only)."""
+    _deferred.append(error)
+
+
+@checks.register("airlock")  # type: ignore[untyped-decorator]  # Django ships no type hints
+def check_values(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report the ``settings.AIRLOCK`` the app refused at start-up, as an error rather than a traceback.
+
+    ``airlock.E003`` is a bad ``AIRLOCK``, ``airlock.E004`` a bad ``AIRLOCK["OUTBOX"]``;
+    the message is the one every other command refuses to start with.
+
+    .. versionadded:: 0.1
+    """
+    return [_as_check_error(error) for error in _deferred]
+
+
+def _as_check_error(error: ImproperlyConfigured) -> checks.Error:
+    where, docs, number = "settings.AIRLOCK", "docs/django.md, Settings", 3
+    if str(error).startswith("settings.AIRLOCK['OUTBOX']"):
+        where, docs, number = "settings.AIRLOCK['OUTBOX']", "docs/reliability.md, Options", 4
+    return checks.Error(
+        str(error),
+        hint=(
+            f"Fix {where} as the message says (the keys and their values: {docs}). Until then every "
+            "other command, the web process and the relay refuse to start with this message."
+        ),
+        id=f"airlock.E00{number}",
+    )
