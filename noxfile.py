@@ -43,7 +43,9 @@ TOOLS_PYTHON = "3.11"
 SQLITE_LANE = "3.11"
 MARIADB_LANE = "3.10"  # the outbox tests again on MariaDB
 # What the reruns on SQLite and MariaDB cover (the rest does not depend on the database).
-OUTBOX_TESTS = [f"tests/test_django_outbox{name}.py" for name in ("", "_relay", "_faults", "_drain")]
+OUTBOX_TESTS = [
+    f"tests/test_django_outbox{name}.py" for name in ("", "_relay", "_faults", "_drain", "_ops", "_writers")
+]
 SQLITE_TESTS = [
     f"tests/test_django_{name}.py"
     for name in ("scope", "rollback", "commit_runs", "middleware", "commands", "testing", "settings")

@@ -50,19 +50,6 @@ def _publisher():
     return None if module is None else module.background_publisher()
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup):
-    """pytest-django's, plus: the publisher's database connections go before the test databases are dropped."""
-    yield
-    publisher = _publisher()
-    if publisher is not None:
-        publisher.close(10)
-        publisher.thread.join(10)
-    lines = sys.modules.get("airlock.integrations.django.outbox._markline")
-    if lines is not None:  # the ready marks' own connections
-        lines.close_lines()
-
-
 @pytest.fixture(autouse=True)
 def _clean_airlock():
     """Reset configuration and disconnect receivers a test connected."""

@@ -3,7 +3,8 @@
 It runs on the test's databases and the test's own Redis, named in the
 environment by :func:`environment`:
 
-- ``relay``: ``manage.py airlock_relay`` (``--once`` with ``OUTBOX_TEST_ONCE=1``).
+- ``relay``: ``manage.py airlock_relay`` (``--once`` with ``OUTBOX_TEST_ONCE=1``; more
+  arguments as a JSON list in ``OUTBOX_TEST_RELAY_ARGS``).
 - ``web``: commits ``OUTBOX_TEST_COUNT`` intents in one transaction and lets the
   fast path publish them; with ``OUTBOX_TEST_KILL_AFTER=n`` it SIGKILLs itself
   right after Celery published the n-th message, inside the fast path (on Redis
@@ -60,6 +61,7 @@ def relay() -> None:
     from django.core.management import call_command
 
     arguments = ["--once"] if os.environ.get("OUTBOX_TEST_ONCE") == "1" else []
+    arguments += json.loads(os.environ.get("OUTBOX_TEST_RELAY_ARGS", "[]"))
     call_command("airlock_relay", *arguments, "--batch-size", os.environ.get("OUTBOX_TEST_BATCH", "100"))
     del app
 

@@ -35,6 +35,7 @@ from airlock.integrations.django.outbox import (
     register_carrier,
 )
 from airlock.integrations.django.outbox._markline import APPLICATION_NAME, confirm_lines, line_for
+from airlock.integrations.django.outbox._writers import APPLICATION_NAME as WRITER_LOCK
 from airlock.integrations.executors.celery import celery_executor
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
@@ -531,8 +532,8 @@ def test_a_publisher_whose_database_connection_died_reconnects_and_leaves_what_i
     with connection.cursor() as cursor:  # the publisher's session on the test database, and only that
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> %s",
-            [APPLICATION_NAME],
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name NOT IN (%s, %s)",
+            [APPLICATION_NAME, WRITER_LOCK],
         )
         assert cursor.fetchall() == [(True,)]
     with caplog.at_level("ERROR", "airlock.integrations.django.outbox"):

@@ -81,9 +81,10 @@ def test_a_carrier_stores_a_copy_of_the_options_by_default():
     assert Carrier().stored_options(object(), None) == {}
 
 
-def test_a_django_tasks_row_the_relay_cannot_resolve_fails_alone():
-    """A row naming a task outside ``OUTBOX["TASKS"]`` (or, before Django 6, any django_tasks row)
-    is a failed attempt with the reason recorded, never an import, and the rows around it still go."""
+def test_a_django_tasks_row_the_relay_cannot_resolve_is_never_imported_and_waits_alone():
+    """A row naming a task outside ``OUTBOX["TASKS"]`` (or, before Django 6, any django_tasks row) is
+    never imported: the relay reports the name with its fix and leaves the row ready, no attempt spent
+    (the relay's configuration, not the row, is at fault), and the rows around it still go."""
     from tests.outbox_support import memory_messages, memory_record
 
     configure_outbox({"FAST_PATH": False})
@@ -100,11 +101,13 @@ def test_a_django_tasks_row_the_relay_cannot_resolve_fails_alone():
         done = Relay(databases=["default"]).run_once()
     finally:
         configure_outbox(None)
-    assert (done.sent, done.failed, done.sent_ids) == (1, 1, ["good-celery-row"])
+    assert (done.sent, done.failed, done.sent_ids) == (1, 0, ["good-celery-row"])
     bad = OutboxMessage.objects.get(intent_id="bad-django-tasks-row")
-    assert (bad.state, bad.attempts) == (READY, 1)
-    expected = "not a django.tasks Task listed in" if HAS_TASKS else "needs Django 6's django.tasks"
-    assert expected in bad.last_error
+    assert (bad.state, bad.attempts, bad.last_error) == (READY, 0, "")
+    expected = (
+        'add "os.system" to settings.AIRLOCK["OUTBOX"]["TASKS"]' if HAS_TASKS else "needs Django 6's django.tasks"
+    )
+    assert expected in done.unresolved[("django_tasks", "os.system")]
     assert [task_id for task_id, _, _ in memory_messages()] == ["good-celery-row"]
 
 

@@ -218,3 +218,23 @@ def test_django_q(tmp_path):
         ids[0]: {"args": [1], "kwargs": {"colour": "red"}},
         ids[1]: {"args": [2], "kwargs": {"colour": "blue"}},
     }
+
+
+@pytest.mark.parametrize(
+    ("task", "fix"),
+    [
+        ("child", 'add "tests.django_q_support.tasks.child" to settings.AIRLOCK["OUTBOX"]["TASKS"]'),
+        ("lambda", 'make it a module-level function and add its dotted path to settings.AIRLOCK["OUTBOX"]["TASKS"]'),
+    ],
+    ids=["module-level", "lambda"],
+)
+def test_django_q_task_not_listed_is_refused_at_enqueue_naming_the_line_to_add(task, fix):
+    from airlock.integrations.executors.django_q import django_q_executor
+    from tests.django_q_support import tasks
+
+    function = getattr(tasks, task) if task != "lambda" else lambda n: n
+    airlock.configure(scope_cls=OutboxScope, executor=django_q_executor)
+    with pytest.raises(TypeError) as refused, airlock.scope(), transaction.atomic():
+        airlock.enqueue(function, 1)
+    assert str(refused.value).endswith(f"; {fix}")
+    assert rows() == []

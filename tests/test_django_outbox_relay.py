@@ -24,14 +24,16 @@ from airlock.integrations.django.outbox import (
     OutboxMessage,
     OutboxScope,
     Relay,
+    check_relay,
     configure_outbox,
     outbox_stats,
 )
 from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._commands import parse_duration
 from airlock.integrations.executors.celery import celery_executor
+from airlock.signals.outbox import task_unresolved
 from tests.djangoproject.checks import require_database
-from tests.outbox_support import make_app, memory_messages, memory_record, rows, states, take_memory_messages
+from tests.outbox_support import make_app, memory_messages, memory_record, rows, states, take_memory_messages, token
 from tests.own_redis import free_port
 
 require_database()
@@ -113,19 +115,24 @@ def test_pending_rows_are_not_published_and_become_held_after_hold_after(clock):
     assert states() == [SENT]
 
 
+def write_poison(value: str = "poison") -> OutboxMessage:
+    """A row no relay can read: its payload lost its kwargs and options (a bug, a foreign writer)."""
+    write_ready(value)
+    poison = OutboxMessage.objects.order_by("-id")[0]
+    OutboxMessage.objects.filter(pk=poison.pk).update(payload=json.dumps([[value]]))
+    return poison
+
+
 def test_a_row_that_always_fails_is_retried_with_backoff_then_dead_and_the_others_go(clock):
-    app, broken = make_app("outbox_renamed", "memory://")
     write_ready("a", 1, "b")
-    write_ready("poison", task=broken)
-    # The task is gone from every registry (renamed in a deploy, say).
-    del app.tasks["outbox_renamed.record"]
+    poison = write_poison()
     write_ready("c")
     worker = relay(clock, max_attempts=3)
     done = worker.run_once()
     assert (done.sent, done.failed, done.dead) == (4, 1, 0)
-    poison = OutboxMessage.objects.get(task="outbox_renamed.record")
+    poison.refresh_from_db()
     assert (poison.state, poison.attempts) == (READY, 1)
-    assert "LookupError" in poison.last_error
+    assert "ValueError" in poison.last_error  # a malformed payload is the row's failure: an attempt spent
     assert poison.available_at > clock.now  # backing off
     assert worker.run_once().failed == 0  # not due yet
     for _ in range(2):
@@ -308,6 +315,122 @@ def test_the_admin_action_requeues_only_dead_and_held_rows(clock):
     assert admin.has_add_permission(None) is False
 
 
+# -- a name this process cannot resolve: its configuration's error, not the row's --------------------
+
+
+def write_renamed(*values) -> str:
+    """Rows whose task no registry in this process has any more (renamed in a deploy); its name."""
+    app, gone = make_app(f"outbox_gone_{token()}", "memory://")
+    write_ready(*values, task=gone)
+    app.tasks.unregister(gone.name)
+    return gone.name
+
+
+def test_an_unresolved_name_costs_no_attempt_is_released_at_once_and_reported_once(clock):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from airlock.integrations.django.outbox._metrics import OutboxMetrics
+
+    reader = InMemoryMetricReader()
+    gone = write_renamed("x", "y")
+    write_ready("kept")
+    told = []
+    task_unresolved.connect(lambda sender, **kwargs: told.append((sender, kwargs)), weak=False)
+    worker = relay(clock, metrics=OutboxMetrics(MeterProvider(metric_readers=[reader]), databases=["default"]))
+    done = worker.run_once()
+    assert (done.sent, done.failed, done.dead) == (1, 0, 0)
+    fix = 'add "outbox_gone_' + gone.split("_")[-1].split(".")[0] + '"'
+    assert list(done.unresolved) == [("celery", gone)] and done.unresolved[("celery", gone)].startswith(fix)
+    left = OutboxMessage.objects.filter(task=gone).values_list("state", "attempts", "claimed_by", "last_error")
+    assert list(left) == [(READY, 0, "", "")] * 2  # no attempt, no error on the row, claim given back
+    assert all(at <= clock.now for at in OutboxMessage.objects.filter(task=gone).values_list("available_at", flat=True))
+    ((sender, said),) = told
+    assert sender is worker
+    assert said["database"] == "default" and (said["executor"], said["task"]) == ("celery", gone)
+    assert "no Celery app in this process has a task named" in said["error"] and said["fix"].startswith(fix)
+    clock.now += 3600  # later passes: the name is neither claimed nor reported again
+    assert worker.run_once().unresolved == {}
+    assert len(told) == 1 and worker.unresolved == done.unresolved
+    (point,) = [
+        point
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "airlock.outbox.unresolved"
+        for point in metric.data.data_points
+    ]
+    assert point.value == 1 and dict(point.attributes) == {"airlock.database": "default", "airlock.task": gone}
+
+
+@pytest.mark.parametrize("claim", ["skip-locked", "update"], ids=["select-skip-locked", "sqlite-update"])
+def test_claims_skip_the_names_this_relay_cannot_resolve(clock, claim, monkeypatch):
+    connection = connections["default"]
+    if claim == "skip-locked" and not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("SQLite has no SKIP LOCKED")
+    if claim == "update" and connection.vendor == "mysql":
+        pytest.skip("MariaDB/MySQL claim with SKIP LOCKED (no LIMIT inside IN (SELECT ...))")
+    if claim == "update":
+        monkeypatch.setattr(type(connection.features), "has_select_for_update_skip_locked", False)
+    gone = write_renamed(1)
+    write_ready(2)
+    worker = relay(clock, batch_size=1)
+    first = worker.step("default")
+    assert (first.sent, first.released, list(first.unresolved)) == (0, 1, [("celery", gone)])
+    assert worker.step("default").sent == 1  # not the same row again: its name is skipped
+    other = write_renamed(3)
+    write_ready(4)
+    worker.batch_size = 10
+    claimed = worker._claim("default", "me:1")
+    assert [row[2] for row in claimed] == [other, memory_record.name]  # every due row but the skipped name's
+    assert [args for _, args, _ in memory_messages()] == [[2]]
+
+
+def test_a_relay_that_resolves_the_name_delivers_what_another_released(clock):
+    app, gone = make_app(f"outbox_back_{token()}", "memory://")
+    write_ready(1, task=gone)
+    app.tasks.unregister(gone.name)
+    blind = relay(clock)
+    assert list(blind.run_once().unresolved) == [("celery", gone.name)]
+    app.tasks.register(gone)  # the next relay runs the code that defines it
+    assert relay(clock).run_once().sent == 1
+    assert states() == [SENT]
+
+
+def test_relay_once_exits_non_zero_naming_each_unresolved_task_and_its_fix():
+    gone = write_renamed(1)
+    write_ready(2)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=rf"cannot resolve 1 task name\(s\).*celery '{gone}': add \""):
+        call_command("airlock_relay", "--once", "--database", "default", stdout=out)
+    assert "1 sent, 0 failed" in out.getvalue()
+    assert list(OutboxMessage.objects.filter(task=gone).values_list("state", "attempts")) == [(READY, 0)]
+
+
+def test_check_lists_every_name_in_undelivered_rows_and_fails_on_a_miss():
+    gone = write_renamed(1)
+    write_ready(2, 3)
+    write_ready("sent")
+    OutboxMessage.objects.filter(payload__contains='"sent"').update(state=SENT)
+    OutboxMessage.objects.filter(payload__startswith="[[3]").update(state=DEAD)
+    found = check_relay(["default"])
+    assert [(name.executor, name.task, name.rows, name.is_resolved) for name in found.names] == sorted(
+        [("celery", memory_record.name, {READY: 1, DEAD: 1}, True), ("celery", gone, {READY: 1}, False)]
+    )
+    (missing,) = found.missing
+    assert missing.fix.startswith('add "outbox_gone_') and "IMPORTS" in missing.fix
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=rf"cannot resolve 1 task name\(s\) carried by undelivered rows.*{gone}"):
+        call_command("airlock_relay", "--check", "--database", "default", stdout=out)
+    assert f"default: celery {memory_record.name} (1 ready, 1 dead): resolves" in out.getvalue()
+    assert f"default: celery {gone} (1 ready): UNRESOLVED: " in out.getvalue()
+    assert memory_messages() == []  # a check sends nothing
+    OutboxMessage.objects.filter(task=gone).delete()
+    out = io.StringIO()
+    call_command("airlock_relay", "--check", "--database", "default", stdout=out)
+    assert "1 task name(s) in undelivered rows, 0 this process cannot resolve" in out.getvalue()
+
+
 # -- seeing it: the relay's events, through the structlog bridge ----------------------------------
 
 
@@ -317,10 +440,8 @@ def test_the_relay_logs_through_the_structlog_bridge_with_stable_events(clock, c
 
     import airlock.integrations.structlog as airlock_structlog
 
-    app, broken = make_app("outbox_logged", "memory://")
     write_ready("a", "b")
-    write_ready("poison", task=broken)
-    del app.tasks["outbox_logged.record"]
+    write_poison()
     structlog.reset_defaults()
     airlock_structlog.instrument()
     try:
@@ -339,8 +460,8 @@ def test_the_relay_logs_through_the_structlog_bridge_with_stable_events(clock, c
     assert (first["sent"], first["failed"], first["dead"], first["database"]) == (2, 1, 0, "default")
     assert first["relay_id"] == worker.id and first["seconds"] >= 0
     (failed,) = by_event["airlock.outbox.row_failed"]
-    assert failed["log_level"] == "warning" and failed["task"] == "outbox_logged.record"
-    assert failed["attempts"] == 1 and failed["retry_in"] > 0 and "LookupError" in failed["error"]
+    assert failed["log_level"] == "warning" and failed["task"] == "outbox_memory.record"
+    assert failed["attempts"] == 1 and failed["retry_in"] > 0 and "ValueError" in failed["error"]
     (dead,) = by_event["airlock.outbox.row_dead"]
     assert dead["log_level"] == "error" and dead["attempts"] == 2
     assert dead["intent_id"] == OutboxMessage.objects.get(state=DEAD).intent_id
@@ -350,9 +471,7 @@ def test_the_relay_logs_through_the_structlog_bridge_with_stable_events(clock, c
 
 
 def test_without_the_bridge_the_relay_logs_to_the_stdlib_logger(clock, caplog):
-    app, broken = make_app("outbox_plain_log", "memory://")
-    write_ready("poison", task=broken)
-    del app.tasks["outbox_plain_log.record"]
+    write_poison()
     with caplog.at_level("WARNING", "airlock.integrations.django.outbox"):
         relay(clock, max_attempts=1).run_once()
     assert any("dead after 1 attempts" in record.getMessage() for record in caplog.records)

@@ -7,6 +7,7 @@ Each test writes a small project and runs pytest on it in a subprocess, with
 
 from __future__ import annotations
 
+import ast
 import textwrap
 
 import pytest
@@ -47,8 +48,11 @@ from tasks import charge, place_order, ran, send_email
 
 
 @pytest.fixture(autouse=True)
-def _empty():
+def _empty(request):
     ran.clear()
+    yield
+    with open("ran.log", "a") as log:  # what each test's tasks did, for the outer test to read
+        log.write(f"{request.node.name} {ran!r}\\n")
 
 
 def test_capture_records_intents_and_events_and_runs_nothing(airlock_capture):
@@ -134,6 +138,12 @@ def test_unmarked_tests_are_unchanged():
 """
 
 
+def _ran(pytester: pytest.Pytester) -> dict[str, list[tuple[object, ...]]]:
+    """What each test of the inner session ran (its tasks' side effects), by test name."""
+    lines = (pytester.path / "ran.log").read_text().splitlines()
+    return {name: ast.literal_eval(ran) for name, ran in (line.split(" ", 1) for line in lines)}
+
+
 def _project(pytester: pytest.Pytester, **files: str) -> None:
     pytester.makeini(INI)
     pytester.makepyfile(tasks=TASKS, **{name: textwrap.dedent(body) for name, body in files.items()})
@@ -169,14 +179,18 @@ def test_plain_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
     result.stdout.fnmatch_lines(["E*expected charge to be enqueued, but nothing was enqueued"])
     result.stdout.fnmatch_lines(
         [
-            "test_marker_fails_and_names_each_intent is marked airlock_no_enqueue, but it enqueued 3 intent(s):",
-            "  - charge(7)",
-            "  - send_email(7, template='paid')",  # charge's follow-up, when the sync executor ran it
+            "test_marker_fails_and_names_each_intent is marked airlock_no_enqueue, but it enqueued 2 intent(s), "
+            "stopped before they were dispatched:",
+            "  - charge(7)",  # stopped: so charge never ran, and never enqueued its follow-up
             "  - send_email(8)",
         ]
     )
     result.stdout.fnmatch_lines(["E*AssertionError: the test's own failure*"])
     assert "marked airlock_no_enqueue, but it enqueued 1" not in result.stdout.str()
+    ran = _ran(pytester)
+    assert ran["test_marker_fails_and_names_each_intent"] == []
+    assert ran["test_marker_leaves_the_tests_own_failure_alone"] == []
+    assert ran["test_unmarked_tests_are_unchanged"] == [("charge", 7), ("send_email", 7, "paid")]
 
 
 SETTINGS = """
@@ -206,8 +220,11 @@ def create_group(name):
 
 
 @pytest.fixture(autouse=True)
-def _empty():
+def _empty(request):
     ran.clear()
+    yield
+    with open("ran.log", "a") as log:  # what each test's tasks did, for the outer test to read
+        log.write(f"{request.node.name} {ran!r}\\n")
 
 
 @pytest.mark.django_db
@@ -234,6 +251,12 @@ def test_pytest_django_transactional_eager(airlock_eager):
 @pytest.mark.django_db
 @pytest.mark.airlock_no_enqueue
 def test_pytest_django_marker_fails():
+    create_group("tea")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.airlock_no_enqueue
+def test_pytest_django_marker_stops_a_committed_intent():
     create_group("tea")
 
 
@@ -276,20 +299,31 @@ def test_pytest_django_and_django_testcase(pytester: pytest.Pytester, monkeypatc
     _project(pytester, plugin_settings=SETTINGS, test_django=DJANGO)
     pytester.syspathinsert()
     result = pytester.runpytest_subprocess("-p", "pytest_django", "-rA")
-    result.assert_outcomes(passed=6, failed=3)
+    result.assert_outcomes(passed=6, failed=4)
     failed = {line.split("::")[-1].split()[0] for line in result.outlines if line.startswith("FAILED")}
     assert failed == {
         "test_pytest_django_marker_fails",
+        "test_pytest_django_marker_stops_a_committed_intent",
         "test_assert_enqueued_message_inside_testcase",
         "test_marker_fails_inside_testcase",
     }
     result.stdout.fnmatch_lines(["E*expected refund to be enqueued; what was enqueued:", "E*  - charge('tea')"])
     result.stdout.fnmatch_lines(
-        ["test_marker_fails_inside_testcase is marked airlock_no_enqueue, but it enqueued 1 intent(s):"]
+        ["test_marker_fails_inside_testcase is marked airlock_no_enqueue, but it enqueued 1 intent(s), *"]
     )
     result.stdout.fnmatch_lines(
-        ["test_pytest_django_marker_fails is marked airlock_no_enqueue, but it enqueued 1 intent(s):"]
+        ["test_pytest_django_marker_fails is marked airlock_no_enqueue, but it enqueued 1 intent(s), *"]
     )
+    result.stdout.fnmatch_lines(
+        [
+            "test_pytest_django_marker_stops_a_committed_intent is marked airlock_no_enqueue, "
+            "but it enqueued 1 intent(s), stopped before they were dispatched:",
+            "  - charge('tea')",
+        ]
+    )
+    ran = _ran(pytester)
+    assert ran["test_pytest_django_marker_stops_a_committed_intent"] == [], "committed, but stopped: charge never ran"
+    assert ran["test_pytest_django_transactional_eager"] == [("charge", "tea"), ("send_email", "tea", "paid")]
 
 
 def test_the_plugin_is_registered_by_its_entry_point(pytester: pytest.Pytester) -> None:

@@ -60,9 +60,12 @@ OUTBOX_EVENTS: dict[str, tuple[str, int]] = {
     "relay_stopped": ("airlock.outbox.relay_stopped", logging.INFO),
     "relay_batch": ("airlock.outbox.relay_batch", logging.INFO),
     "relay_paused": ("airlock.outbox.relay_paused", logging.WARNING),
+    "relay_progress": ("airlock.outbox.relay_progress", logging.INFO),
     "row_failed": ("airlock.outbox.row_failed", logging.WARNING),
     "row_dead": ("airlock.outbox.row_dead", logging.ERROR),
     "rows_held": ("airlock.outbox.rows_held", logging.WARNING),
+    "rows_recovered": ("airlock.outbox.rows_recovered", logging.WARNING),
+    "task_unresolved": ("airlock.outbox.task_unresolved", logging.ERROR),
     "handoff_full": ("airlock.outbox.handoff_full", logging.WARNING),
 }
 """Outbox signal (``airlock.signals.outbox``) -> its event name and level. These names are stable."""

@@ -18,16 +18,24 @@ __all__ = [
     "handoff_full",
     "relay_batch",
     "relay_paused",
+    "relay_progress",
     "relay_started",
     "relay_stopped",
     "row_dead",
     "row_failed",
     "rows_held",
+    "rows_recovered",
+    "task_unresolved",
 ]
 
 relay_started = Signal(
     "relay_started",
-    doc="""A relay began serving. Sender: the ``Relay``. Keyword arguments: ``databases``.""",
+    doc="""A relay began serving.
+
+    Sender: the ``Relay``. Keyword arguments: ``databases``, ``batch_size``,
+    ``poll`` (seconds) and ``retention`` (seconds, or ``None`` when the relay
+    deletes nothing).
+    """,
 )
 
 relay_stopped = Signal(
@@ -49,6 +57,18 @@ relay_paused = Signal(
     doc="""The broker is unreachable: the relay pauses without spending attempts.
 
     Sender: the ``Relay``. Keyword arguments: ``error`` and ``seconds``.
+    """,
+)
+
+relay_progress = Signal(
+    "relay_progress",
+    doc="""What a running relay did in the last ``PROGRESS_EVERY`` seconds (and at its stop).
+
+    Sender: the ``Relay``. Keyword arguments: ``sent``, ``failed``, ``dead``,
+    ``held``, ``recovered`` (rows of writers that died undecided),
+    ``unresolved`` (how many task names this process could not resolve),
+    ``purged`` (rows and processed-intent records deleted by ``RETENTION``)
+    and ``seconds`` (the interval).
     """,
 )
 
@@ -78,6 +98,29 @@ rows_held = Signal(
     """,
 )
 
+rows_recovered = Signal(
+    "rows_recovered",
+    doc="""The relay found the rows of a writer process that died before its scope decided.
+
+    Their transaction committed; the writer's lock on the database is gone.
+    ``OUTBOX["UNDECIDED"]`` chose what became of them. Sender: the ``Relay``.
+    Keyword arguments: ``database``, ``writer`` (its id, ``key:host:pid``),
+    ``count`` and ``state`` (``"ready"``: they will be delivered, or ``"held"``).
+    """,
+)
+
+task_unresolved = Signal(
+    "task_unresolved",
+    doc="""The relay's process cannot resolve a task name that rows carry: a configuration error.
+
+    No attempt is spent: the rows are released at once, for a relay that can
+    resolve the name, and this relay skips that name until it restarts. Sent
+    once per ``(executor, task)`` per relay. Sender: the ``Relay``. Keyword
+    arguments: ``database`` (where it was first met), ``executor`` (the row's
+    carrier key), ``task``, ``error`` (text) and ``fix`` (the line to add).
+    """,
+)
+
 handoff_full = Signal(
     "handoff_full",
     doc="""The background publisher's hand-off was full, so a scope published inline.
@@ -93,8 +136,11 @@ ALL: tuple[Signal, ...] = (
     relay_stopped,
     relay_batch,
     relay_paused,
+    relay_progress,
     row_failed,
     row_dead,
     rows_held,
+    rows_recovered,
+    task_unresolved,
     handoff_full,
 )

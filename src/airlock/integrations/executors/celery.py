@@ -435,12 +435,13 @@ def _batching(batch: _Batch) -> Iterator[_Batch]:
 class _Batch:
     """The producers a ``publishing()`` block borrowed, one per producer pool."""
 
-    __slots__ = ("_broken", "_buffered", "_held")
+    __slots__ = ("_broken", "_buffered", "_held", "_lost")
 
     def __init__(self, *, buffered: bool = False) -> None:
         self._held: dict[int, tuple[Any, Any, ExitStack, Any]] = {}
         self._broken: set[int] = set()
         self._buffered = buffered
+        self._lost: BaseException | None = None  # a push of earlier messages failed: flush() raises it
 
     def send(self, pool: Any, apply_async: Any, args: Any, kwargs: Any, options: Any) -> Any:
         key = id(pool)
@@ -453,10 +454,21 @@ class _Batch:
         try:
             return _send(apply_async, args=args, kwargs=kwargs, **options, producer=held[1])
         except Exception as error:
-            self._give_back(key, held, error)
+            self._give_back(key, held, error, push=self._buffered)
             raise
 
-    def _give_back(self, key: int, held: tuple[Any, Any, ExitStack, Any], error: BaseException) -> None:
+    def _give_back(
+        self, key: int, held: tuple[Any, Any, ExitStack, Any], error: BaseException, *, push: bool = False
+    ) -> None:
+        window = held[3]
+        if push and window is not None:
+            # The window holds earlier messages whose callers were told "buffered"; leaving the
+            # batch on an error discards them (kombu), so they are pushed first. If that fails
+            # too, the next flush() raises: their rows stay ready instead of being marked sent.
+            try:
+                window.flush()
+            except Exception as lost:
+                self._lost = self._lost or lost
         _drop_if_timed_out(held[1], error)
         # Give the producer back (kombu replaces its connection) and publish
         # the rest of the block one producer at a time, as without publishing().
@@ -480,6 +492,9 @@ class _Batch:
 
     def flush(self) -> None:
         """Push what every held producer buffered; raise (and stop using that producer) if one fails."""
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise lost
         for key, held in list(self._held.items()):
             window = held[3]
             if window is None:  # a transport that cannot buffer sent each message already

@@ -10,8 +10,10 @@ workers. See docs/reliability.md for the guarantees, and what they rely on.
 from __future__ import annotations
 
 from airlock.integrations.django.outbox._background import Publisher, background_publisher
-from airlock.integrations.django.outbox._carriers import Carrier, register_carrier
+from airlock.integrations.django.outbox._carriers import Carrier, TaskNotFound, register_carrier
+from airlock.integrations.django.outbox._check import RelayCheck, TaskName, check_relay
 from airlock.integrations.django.outbox._dedupe import deduplicate, first_delivery
+from airlock.integrations.django.outbox._discovery import Discovery, TaskDiscoveryError, discover_tasks
 from airlock.integrations.django.outbox._drain import OutboxStuck, drain_outbox
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, SENT, OutboxMessage, ProcessedIntent
 from airlock.integrations.django.outbox._options import configure_outbox, outbox_options
@@ -26,6 +28,7 @@ __all__ = [
     "READY",
     "SENT",
     "Carrier",
+    "Discovery",
     "OutboxMessage",
     "OutboxScope",
     "OutboxStuck",
@@ -33,9 +36,15 @@ __all__ = [
     "ProcessedIntent",
     "Publisher",
     "Relay",
+    "RelayCheck",
+    "TaskDiscoveryError",
+    "TaskName",
+    "TaskNotFound",
     "background_publisher",
+    "check_relay",
     "configure_outbox",
     "deduplicate",
+    "discover_tasks",
     "drain_outbox",
     "first_delivery",
     "handoff_full",

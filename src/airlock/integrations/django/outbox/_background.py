@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -38,6 +39,7 @@ from typing import Any
 
 from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
 
+from airlock.integrations.django.outbox import _own_connections
 from airlock.integrations.django.outbox._markline import close_lines, confirm_lines
 from airlock.integrations.django.outbox._models import SENT
 from airlock.integrations.django.outbox._options import outbox_options
@@ -50,6 +52,7 @@ __all__ = [
     "Publisher",
     "background_publisher",
     "drain_on_sigterm",
+    "fast_path_sent",
     "hand_off",
     "publish_batches",
     "release",
@@ -60,6 +63,16 @@ _log = logging.getLogger("airlock.integrations.django.outbox")
 
 # Called with each batch's commit-to-publish time in seconds (OutboxMetrics records them).
 latency_observers: list[Callable[[float], None]] = []
+
+# Rows the fast path of this process published, inline or in the publisher (a count
+# only, so that it costs a process nothing to keep): drain_outbox() reports its share.
+_fast_path_sent = 0
+_tally = threading.Lock()
+
+
+def fast_path_sent() -> int:
+    """How many rows the fast path of this process has published so far."""
+    return _fast_path_sent
 
 
 class Batch:
@@ -130,6 +143,9 @@ class Publisher:
         self._queued = 0  # rows in _batches
         self._in_hand = 0  # rows the thread took and is publishing
         self._closed = False
+        # Aliases whose connection (this thread's own) is tracked in _own_connections, with its closer.
+        self._tracked: dict[str, Callable[[], None]] = {}
+        self._chores: list[tuple[str, threading.Event]] = []  # connections the thread is asked to close
         self._thread = threading.Thread(target=self._run, name="airlock-outbox-publisher", daemon=True)
         self._thread.start()
 
@@ -183,19 +199,51 @@ class Publisher:
             _log.warning("airlock outbox: %d intent(s) left for the relay at exit", left)
         return drained
 
+    def close_connection(self, alias: str, timeout: float) -> None:
+        """Publish what is waiting, then have the thread close its connection to ``alias`` (within ``timeout``).
+
+        Called right before a test database is dropped (``_own_connections``):
+        the connection belongs to the publisher's thread, which alone may close
+        it; its next batch on ``alias`` opens a new one.
+        """
+        if self.pid != os.getpid():
+            return  # a fork's child: the thread and its connection are the parent's
+        end = monotonic() + timeout
+        self.drain(timeout)
+        done = threading.Event()
+        with self._ready:
+            self._tracked.pop(alias, None)
+            if self._closed or not self._thread.is_alive():
+                return  # the thread closed its connections as it ended
+            self._chores.append((alias, done))
+            self._ready.notify_all()
+        done.wait(max(end - monotonic(), 0.0))
+
     def _run(self) -> None:
         try:
             self._serve()
         finally:
             connections.close_all()  # this thread's own connections
+            with self._ready:
+                chores, self._chores = self._chores, []
+            for _alias, done in chores:
+                done.set()
 
     def _serve(self) -> None:
         while True:
             with self._ready:
-                while not self._batches and not self._closed:
+                while not self._batches and not self._closed and not self._chores:
                     self._ready.wait()
                 if self._closed:
                     return
+                chores, self._chores = self._chores, []
+            for alias, done in chores:
+                with contextlib.suppress(Exception):
+                    connections[alias].close()
+                done.set()
+            with self._ready:
+                if not self._batches:
+                    continue
                 # A run takes up to BATCH_SIZE rows (at least one batch), so that its
                 # FAST_PATH_DEADLINE only ever cuts short a broker that is slow, not a long queue.
                 batches: list[Batch] = []
@@ -224,6 +272,14 @@ class Publisher:
                     _drop_broken(aliases)
 
     def _publish(self, batches: list[Batch]) -> None:
+        new: dict[str, Callable[[], None]] = {}
+        with self._ready:
+            for using in {batch.using for batch in batches} - self._tracked.keys():
+                # This thread is about to hold a connection to it, which Django's test runner does not know of.
+                new[using] = functools.partial(self.close_connection, using, outbox_options()["DRAIN_TIMEOUT"])
+            self._tracked.update(new)
+        for using, close in new.items():
+            _own_connections.track(using, close)
         outcome = publish_batches(batches, self._report, on_sent=_observe_latency)
         if outcome is not None:
             self.published += len(outcome.sent)
@@ -262,6 +318,8 @@ def publish_batches(
         # One run pays for finding the broker down, not every request.
         options.paused_until = monotonic() + options["FAST_PATH_PAUSE"]
     done = monotonic()
+    if outcome.sent:
+        _count_sent(len(outcome.sent))
     parts = [outcome] if len(batches) == 1 else _parts_of(outcome, batches)
     for using in dict.fromkeys(batch.using for batch in batches):  # one UPDATE per database
         settle(using, _joined([part for part, batch in zip(parts, batches, strict=True) if batch.using == using]))
@@ -270,6 +328,12 @@ def publish_batches(
             on_sent(batch, done)
         report(batch.scope, part, started)
     return outcome
+
+
+def _count_sent(rows: int) -> None:
+    global _fast_path_sent
+    with _tally:  # inline fast paths of several request threads
+        _fast_path_sent += rows
 
 
 def _observe_latency(batch: Batch, done: float) -> None:
@@ -418,9 +482,10 @@ def _after_fork_in_parent() -> None:
 
 
 def _forget_in_child() -> None:
-    global _publisher, _lock, _publishing, _held_for_fork
+    global _publisher, _lock, _publishing, _held_for_fork, _tally
     _publisher = None
     _lock = threading.Lock()  # the parent's may have been held by another thread at the fork
+    _tally = threading.Lock()
     _publishing = threading.Lock()
     _held_for_fork = False
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime
@@ -22,7 +23,52 @@ from typing import Any
 from airlock._context import hooks
 from airlock._intent import Intent
 
-__all__ = ["Carrier", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
+__all__ = ["Carrier", "TaskNotFound", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
+
+
+class TaskNotFound(LookupError):
+    """This process cannot resolve a row's task name: its configuration's error, not the row's.
+
+    Raised by :meth:`Carrier.resolve` (and for an unknown carrier). ``fix`` says
+    the exact line to add; the relay releases the row for a relay that can
+    resolve it, and reports the name once, with the fix.
+
+    Args:
+        problem: What is missing.
+        fix: The line to add (a setting, an import), as a person would type it.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+_OUTBOX = 'settings.AIRLOCK["OUTBOX"]'
+_IMPORTS = f'{_OUTBOX}["IMPORTS"]'
+
+
+def _module_of(name: str) -> str | None:
+    """The module a task registered under a dotted path lives in (``shop.tasks`` of ``shop.tasks.send``)."""
+    parts = name.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        return None
+    return ".".join(parts[:-1])
+
+
+def _add_import(name: str, where: str) -> str:
+    """The fix for a name no registry has: import its module, unless it is imported already."""
+    module = _module_of(name)
+    if module is None:
+        return f"add the module that defines {name!r} to {where}"
+    if module in sys.modules:
+        return (
+            f'"{module}" is imported and registers no {name!r}: run the relay on the code its writers run '
+            "(was the task renamed or removed?)"
+        )
+    return f'add "{module}" to {where}'
 
 
 class Carrier:
@@ -38,7 +84,10 @@ class Carrier:
         raise NotImplementedError
 
     def resolve(self, name: str) -> Any:
-        """The task registered as ``name``; ``LookupError`` if none is."""
+        """The task registered as ``name``; ``LookupError`` if none is.
+
+        Raise :class:`TaskNotFound` to tell the relay's operator the line to add.
+        """
         raise NotImplementedError
 
     def stored_options(self, task: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -91,11 +140,24 @@ class CeleryCarrier(Carrier):
     def resolve(self, name: str) -> Any:
         from celery import _state  # type: ignore[import-untyped]
 
+        from airlock.integrations.django.outbox._discovery import project_package
+
+        if not list(_state._get_active_apps()):
+            # get_current_app() would make a default app, publishing to a broker nobody configured.
+            package = project_package() or "your project package"
+            raise TaskNotFound(
+                f"no Celery app exists in the relay's process, so nothing registers {name!r}",
+                f'the Celery app must be imported by your project package: add "from .celery import app as '
+                f'celery_app" to {package}/__init__.py',
+            )
         for app in [_state.get_current_app(), *_state._get_active_apps()]:
             task = app.tasks.get(name)
             if task is not None:
                 return task
-        raise LookupError(f"no Celery app in this process has a task named {name!r}")
+        raise TaskNotFound(
+            f"no Celery app in this process has a task named {name!r}",
+            _add_import(name, f"CELERY_IMPORTS (the app's imports), or to {_IMPORTS}"),
+        )
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         # retry=False: a broker that is down fails at once; the relay owns retrying.
@@ -127,10 +189,15 @@ class DramatiqCarrier(Carrier):
     def resolve(self, name: str) -> Any:
         import dramatiq
 
+        from airlock.integrations.django.outbox._discovery import is_installed
+
         try:
             return dramatiq.get_broker().get_actor(name)
         except dramatiq.errors.ActorNotFound as error:
-            raise LookupError(f"the Dramatiq broker has no actor named {name!r}") from error
+            fix = _add_import(name, f"{_IMPORTS} (the modules you pass to the dramatiq CLI)")
+            if not is_installed("django_dramatiq"):
+                fix = f'add "django_dramatiq" to INSTALLED_APPS (it finds task modules as rundramatiq does), or {fix}'
+            raise TaskNotFound(f"the Dramatiq broker has no actor named {name!r}", fix) from error
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         # The executor's timeouts (pika's are 15 s per connection step, and
@@ -161,15 +228,31 @@ class HueyCarrier(Carrier):
         return str(huey._registry.task_to_string(task_class))
 
     def resolve(self, name: str) -> Any:
-        from airlock.integrations.django.outbox._options import outbox_options
-
-        for huey in [*outbox_options().huey, *self._seen.values()]:
+        instances = self.instances()
+        for huey in instances:
             task_class = huey._registry._registry.get(name)
             if task_class is not None:
                 return (huey, task_class)
-        raise LookupError(
-            f"no known Huey instance registers {name!r}; list yours in settings.AIRLOCK['OUTBOX']['HUEY']"
-        )
+        if not instances:
+            raise TaskNotFound(
+                f"the relay knows no Huey instance, so nothing registers {name!r}",
+                f'add "huey.contrib.djhuey" to INSTALLED_APPS or list your Huey instance in {_OUTBOX}["HUEY"]',
+            )
+        raise TaskNotFound(f"no Huey instance the relay knows registers {name!r}", _add_import(name, _IMPORTS))
+
+    def instances(self) -> list[Any]:
+        """The Huey instances whose registries resolve names: ``OUTBOX["HUEY"]``, djhuey's, and those seen here."""
+        from airlock.integrations.django.outbox._discovery import is_installed
+        from airlock.integrations.django.outbox._options import outbox_options
+
+        found = {id(huey): huey for huey in outbox_options().huey}
+        if is_installed("huey.contrib.djhuey"):
+            from huey.contrib import djhuey  # type: ignore[import-untyped]  # no hints
+
+            found.setdefault(id(djhuey.HUEY), djhuey.HUEY)
+        for key, huey in self._seen.items():
+            found.setdefault(key, huey)
+        return list(found.values())
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
         if not isinstance(task, tuple):  # the fast path has the TaskWrapper itself
@@ -212,9 +295,16 @@ class RegistryCarrier(Carrier):
         for name, registered in outbox_options().tasks.items():
             if registered is task:
                 return name
+        path = _dotted_path(task)
+        # The line to add, as a person would type it (a lambda or a nested function has none).
+        fix = (
+            f'add "{path}" to settings.AIRLOCK["OUTBOX"]["TASKS"]'
+            if path is not None
+            else 'make it a module-level function and add its dotted path to settings.AIRLOCK["OUTBOX"]["TASKS"]'
+        )
         raise TypeError(
             f"the airlock outbox sends {task!r} through {self.key} only if it is listed by dotted path in "
-            "settings.AIRLOCK['OUTBOX']['TASKS'] (the relay resolves names only through that list)"
+            f"settings.AIRLOCK['OUTBOX']['TASKS'] (the relay resolves names only through that list); {fix}"
         )
 
     def resolve(self, name: str) -> Any:
@@ -222,7 +312,7 @@ class RegistryCarrier(Carrier):
 
         task = outbox_options().tasks.get(name)
         if task is None:
-            raise LookupError(f"{name!r} is not listed in settings.AIRLOCK['OUTBOX']['TASKS']")
+            raise TaskNotFound(f"{name!r} is not listed in {_OUTBOX}['TASKS']", f'add "{name}" to {_OUTBOX}["TASKS"]')
         return task
 
     def send(self, task: Any, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any], intent_id: str) -> Any:
@@ -231,6 +321,16 @@ class RegistryCarrier(Carrier):
             return self._executor(Intent(task, tuple(args), kwargs, dispatch_options=options or None))
         finally:
             _django_q_id.reset(token)
+
+
+def _dotted_path(task: Any) -> str | None:
+    """The path ``OUTBOX["TASKS"]`` would list ``task`` under, if another process can import it there."""
+    module, qualname = getattr(task, "__module__", None), getattr(task, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)):
+        return None
+    if module == "__main__" or not qualname.isidentifier():
+        return None  # a lambda, a nested function, a method, or the script's own: no path import_string finds
+    return f"{module}.{qualname}"
 
 
 # The id the next django-q2 package gets (its async_task has no argument for one).
@@ -316,7 +416,10 @@ class DjangoTasksCarrier(Carrier):
 
         task = outbox_options().tasks.get(name)
         if not isinstance(task, self._task_class):
-            raise LookupError(f"{name!r} is not a django.tasks Task listed in settings.AIRLOCK['OUTBOX']['TASKS']")
+            raise TaskNotFound(
+                f"{name!r} is not a django.tasks Task listed in {_OUTBOX}['TASKS']",
+                f'add "{name}" to {_OUTBOX}["TASKS"]',
+            )
         return task
 
     def stored_options(self, task: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -390,7 +493,10 @@ def carrier_named(key: str) -> Carrier:
     if carrier is None:
         factories = {name: factory for name, factory in _FACTORIES.values()}
         if key not in factories:
-            raise LookupError(f"no outbox carrier is called {key!r}; known: {', '.join(sorted(factories))}")
+            raise TaskNotFound(
+                f"no outbox carrier is called {key!r} in this process (known: {', '.join(sorted(factories))})",
+                f"register it in the relay's process too: call register_carrier() in a module listed in {_IMPORTS}",
+            )
         carrier = _by_key[key] = factories[key]()
     return carrier
 

@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser  # type: ignore[import-untyped]  # no hints
 from django.db import connections  # type: ignore[import-untyped]
 
+from airlock.integrations.django.outbox._check import check_relay
+from airlock.integrations.django.outbox._discovery import TaskDiscoveryError
 from airlock.integrations.django.outbox._models import DEAD, HELD
 from airlock.integrations.django.outbox._relay import Relay, purge, requeue
 
-__all__ = ["add_databases", "parse_duration", "run_purge", "run_relay", "run_requeue"]
+__all__ = ["add_databases", "duration_of", "parse_duration", "run_check", "run_purge", "run_relay", "run_requeue"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, *, flag: str = "--older-than") -> float:
     """``"90"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"`` as seconds."""
     found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if found is None:
-        raise CommandError(f"--older-than {text!r}: give a number with an optional unit s, m, h, d or w (e.g. 7d)")
+        raise CommandError(f"{flag} {text!r}: give a number with an optional unit s, m, h, d or w (e.g. 7d)")
     return float(found[1]) * _UNITS[found[2] or "s"]
+
+
+def duration_of(flag: str) -> Callable[[str], float]:
+    """An argparse ``type=`` reading ``flag``'s value with :func:`parse_duration`."""
+    return lambda text: parse_duration(text, flag=flag)
 
 
 def add_databases(parser: CommandParser) -> None:
@@ -60,23 +68,98 @@ def _stops_on_sigterm(relay: Relay) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def run_relay(options: dict[str, Any], write: Any) -> int:
-    relay = Relay(databases=_aliases(options) or None, batch_size=options.get("batch_size"))
+@contextmanager
+def _logs_to(stream: Any, verbosity: int) -> Iterator[None]:
+    """The relay's log lines (start, progress, warnings) on ``stream``, if the project logs them nowhere.
+
+    Django configures only its own loggers: without this, a relay started as
+    the docs say would show warnings alone (Python's last-resort handler), and
+    never its start or progress line. A project with handlers keeps its own.
+    """
+    logger = logging.getLogger("airlock.integrations.django.outbox")
+    if stream is None or verbosity < 1 or logger.hasHandlers():
+        yield
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _touch(relay: Relay) -> None:
+    try:
+        relay.touch_liveness_file()
+    except OSError as error:
+        raise CommandError(f"--liveness-file {relay.liveness_file}: cannot touch it ({error})") from error
+
+
+def run_relay(options: dict[str, Any], write: Any, log_to: Any = None) -> int:
+    relay = Relay(
+        databases=_aliases(options) or None,
+        batch_size=options.get("batch_size"),
+        liveness_file=options.get("liveness_file"),
+        progress_every=options.get("progress_every"),
+    )
     try:
         from airlock.integrations.django.outbox._metrics import OutboxMetrics
     except ImportError:  # without OpenTelemetry: logs only
         pass
     else:  # on the global meter provider: a no-op until the project sets one up
         relay.metrics = OutboxMetrics(databases=relay.databases)
-    with _stops_on_sigterm(relay):
+    _discover(relay)  # a module that does not import stops the relay here, named
+    with _stops_on_sigterm(relay), _logs_to(log_to, options.get("verbosity", 1)):
         if not options.get("once"):
+            _touch(relay)  # a bad path is a CommandError before serving, not a traceback
             relay.run()
             return 0
         done = relay.run_once()
+        _touch(relay)
+        purged = relay.apply_retention(budget=None)  # a cron job of --once keeps the tables small too
     write(f"airlock relay: {done.sent} sent, {done.failed} failed ({done.dead} dead), {done.held} held\n")
+    if purged:
+        write(f"airlock relay: {purged} row(s) older than RETENTION deleted\n")
     if done.unreachable is not None:
         raise CommandError(f"the broker is unreachable ({done.unreachable}); {done.released} row(s) stay ready")
+    if done.unresolved:
+        raise CommandError(
+            _unresolved_text(done.unresolved, ", so their rows stay ready (no attempt spent) for a relay that can")
+        )
     return done.sent
+
+
+def _discover(relay: Relay) -> None:
+    try:
+        relay.discover()
+    except TaskDiscoveryError as error:
+        raise CommandError(str(error)) from error
+
+
+def _unresolved_text(unresolved: dict[tuple[str, str], str], why: str) -> str:
+    names = "; ".join(f"{executor} {task!r}: {fix}" for (executor, task), fix in sorted(unresolved.items()))
+    return f"this process cannot resolve {len(unresolved)} task name(s){why}: {names}"
+
+
+def run_check(options: dict[str, Any], write: Any) -> int:
+    """``airlock_relay --check``: list the names in undelivered rows and whether this process resolves each.
+
+    Sends nothing. Raises ``CommandError`` (a non-zero exit) if any is not resolved.
+    """
+    try:
+        found = check_relay(_aliases(options) or None)
+    except TaskDiscoveryError as error:
+        raise CommandError(str(error)) from error
+    write("\n".join(found.lines()) + "\n")
+    missing = {(name.executor, name.task): name.fix for name in found.missing}
+    if missing:
+        raise CommandError(_unresolved_text(missing, " carried by undelivered rows"))
+    return len(found.names)
 
 
 def run_requeue(options: dict[str, Any], write: Any) -> int:

@@ -26,11 +26,14 @@ literal values (ids, states and times only), and run one at a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
 import threading
 from typing import Any
+
+from airlock.integrations.django.outbox import _own_connections
 
 __all__ = ["MarkLine", "close_lines", "confirm_lines", "line_for"]
 
@@ -53,6 +56,7 @@ class MarkLine:
         self._lock = threading.Lock()
         self._unanswered: list[str] = []  # statements sent whose answers are not read yet
         self._role = role
+        self._closed = False
         self._conn = pq.PGconn.connect(conninfo)
         if self._conn.status != pq.ConnStatus.OK:
             error = _text(self._conn.error_message)
@@ -67,6 +71,8 @@ class MarkLine:
     def send(self, statement: str) -> None:
         """Send ``statement`` and return without its answer; raise ``ConnectionError`` if it cannot be sent."""
         with self._lock:
+            if self._closed:  # closed under a caller that had just taken it (a test database's teardown)
+                raise ConnectionError("airlock outbox: the mark line is closed")
             self._read_answers()
             try:
                 self._conn.send_query(statement.encode())
@@ -81,10 +87,14 @@ class MarkLine:
             self._read_answers()
 
     def close(self) -> None:
+        """Read the last answer and close the connection (a fork's child leaves its parent's alone)."""
         with self._lock:
-            if self.pid == os.getpid():
-                self._read_answers()
-                self._conn.finish()
+            if self.pid == os.getpid() and not self._closed:
+                self._closed = True
+                try:
+                    self._read_answers()
+                finally:
+                    self._conn.finish()
 
     def _read_answers(self) -> None:
         # At most one statement is ever unanswered: send() reads the last answer first.
@@ -182,7 +192,17 @@ def line_for(connection: Any) -> MarkLine | None:
             _log.info("airlock outbox: no mark line for %r (%s); ready marks wait for their answer", alias, error)
             return None
         _lines[alias] = line  # a fork's child replaces its parent's (never closing it: the socket is shared)
+        _own_connections.track(alias, functools.partial(_close_line, alias, line))
         return line
+
+
+def _close_line(alias: str, line: MarkLine) -> None:
+    """Close ``line`` (its test database is about to be dropped); the next mark opens a new one."""
+    with _guard:
+        if _lines.get(alias) is line:
+            del _lines[alias]
+    with contextlib.suppress(Exception):
+        line.close()
 
 
 def _open(connection: Any) -> MarkLine:
@@ -210,4 +230,4 @@ def close_lines() -> None:
     for line in list(_lines.values()):
         with contextlib.suppress(Exception):
             line.close()
-    _lines.clear()
+    _lines.clear()  # their closers stay tracked: closing a closed line again does nothing

@@ -40,6 +40,18 @@ class OutboxMetrics:
         self.databases = list(databases or connections.settings)
         self.published = meter.create_counter("airlock.outbox.published", "{message}", "Rows the relay published")
         self.failed = meter.create_counter("airlock.outbox.failed", "{message}", "Failed publish attempts")
+        # Attributes airlock.database and airlock.table (airlock_outbox or airlock_processed_intent).
+        self.purged = meter.create_counter(
+            "airlock.outbox.purged", "{row}", "Sent rows and processed-intent records the relay deleted (RETENTION)"
+        )
+        # Rows of writer processes that died before their scope decided (state: ready or held).
+        self.recovered = meter.create_counter(
+            "airlock.outbox.recovered", "{message}", "Rows the relay recovered from writers that died undecided"
+        )
+        # +1 per task name a relay could not resolve (once per relay): its process's configuration error.
+        self.unresolved = meter.create_counter(
+            "airlock.outbox.unresolved", "{task}", "Task names in rows that the relay's process cannot resolve"
+        )
         meter.create_observable_gauge(
             "airlock.outbox.pending", [self._pending], "{message}", "Rows to deliver (ready, and pending a decision)"
         )

@@ -10,7 +10,7 @@ PENDING = "pending"  # written inside its transaction; the scope has not decided
 READY = "ready"  # the scope flushed it: it must be delivered
 SENT = "sent"  # handed to the broker
 DEAD = "dead"  # failed MAX_ATTEMPTS times; waits for ``airlock_requeue``
-HELD = "held"  # pending too long (its process died before deciding); waits for a person
+HELD = "held"  # undecided too long, or its writer died with UNDECIDED = "hold"; waits for a person
 
 STATES = (PENDING, READY, SENT, DEAD, HELD)
 
@@ -34,7 +34,12 @@ class OutboxMessage(models.Model):  # type: ignore[misc]  # Django ships no type
     available_at = models.FloatField(help_text="Not claimed before this time (backoff, or a relay's lease).")
     sent_at = models.FloatField(null=True, blank=True)
     claimed_by = models.CharField(max_length=64, blank=True, default="")
-    written_by = models.CharField(max_length=64, blank=True, default="", help_text="The airlock scope that wrote it.")
+    written_by = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The writer process that wrote it; the relay checks whether it is alive.",
+    )
     last_error = models.TextField(blank=True, default="")
 
     class Meta:

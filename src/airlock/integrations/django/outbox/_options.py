@@ -29,10 +29,20 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF": 2.0,  # seconds before the first retry; doubled each time, with jitter
     "BACKOFF_MAX": 600.0,
     "HOLD_AFTER": 300.0,  # seconds a row may wait for its scope's decision before it is held
+    # What the relay does with the pending rows of a writer process that died before its scope
+    # decided (their transaction committed): "deliver" them, or "hold" them for a person.
+    "UNDECIDED": "deliver",
     "POLL": 1.0,  # seconds an idle relay sleeps between looks
+    "PROGRESS_EVERY": 60.0,  # seconds between the relay's progress lines (0: none)
+    # Seconds the relay keeps sent rows and processed-intent records; it deletes older ones
+    # itself, in small batches. None keeps them (then run airlock_purge yourself).
+    "RETENTION": 604800.0,
     "DATABASES": None,  # aliases the relay serves (default: every alias in settings.DATABASES)
     "TASKS": (),  # dotted paths of tasks resolved by name (django-q2, django.tasks)
     "HUEY": (),  # dotted paths of Huey instances whose registries the relay reads
+    # Dotted module paths the relay imports at start-up, before it resolves any task (the
+    # modules you pass to the dramatiq CLI, or any module registering tasks); never imported here.
+    "IMPORTS": (),
 }
 
 
@@ -80,11 +90,29 @@ def configure_outbox(value: Any) -> OutboxOptions:
         )
     values = {**DEFAULTS, **given}
     for key, default in DEFAULTS.items():
+        if key == "RETENTION":  # may be None; checked below
+            continue
         if isinstance(default, float) and not (isinstance(values[key], (int, float)) and values[key] >= 0):
             raise ImproperlyConfigured(
                 f"settings.AIRLOCK['OUTBOX'][{key!r}] must be a number of seconds >= 0; got {values[key]!r}"
             )
+    retention = values["RETENTION"]
+    # Not 0: a processed-intent record must outlive any redelivery of its intent, or it drops nothing.
+    if retention is not None and not (
+        isinstance(retention, (int, float)) and not isinstance(retention, bool) and retention > 0
+    ):
+        raise ImproperlyConfigured(
+            "settings.AIRLOCK['OUTBOX']['RETENTION'] must be a number of seconds > 0 (e.g. 7 * 86400, the "
+            f"default), or None to keep sent rows and processed-intent records; got {retention!r}"
+        )
     values["FAST_PATH"] = _fast_path(values["FAST_PATH"])
+    if values["UNDECIDED"] not in UNDECIDED:
+        close = difflib.get_close_matches(str(values["UNDECIDED"]), UNDECIDED, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ImproperlyConfigured(
+            "settings.AIRLOCK['OUTBOX']['UNDECIDED'] must be 'deliver' (send the committed rows of a writer "
+            f"that died before its scope decided) or 'hold' (keep them for a person); got {values['UNDECIDED']!r}{hint}"
+        )
     if not isinstance(values["MARK_LINE"], bool):
         raise ImproperlyConfigured(
             f"settings.AIRLOCK['OUTBOX']['MARK_LINE'] must be True or False; got {values['MARK_LINE']!r}"
@@ -94,6 +122,7 @@ def configure_outbox(value: Any) -> OutboxOptions:
             raise ImproperlyConfigured(f"settings.AIRLOCK['OUTBOX'][{key!r}] must be an int >= 1; got {values[key]!r}")
     tasks = {path: _imported("TASKS", path) for path in _paths("TASKS", values["TASKS"])}
     huey = [_imported("HUEY", path) for path in _paths("HUEY", values["HUEY"])]
+    values["IMPORTS"] = tuple(_paths("IMPORTS", values["IMPORTS"]))  # imported by the relay only
     _current = OutboxOptions(enabled, values, tasks, huey)
     return _current
 
@@ -108,6 +137,7 @@ def outbox_options() -> OutboxOptions:
 
 
 FAST_PATHS = ("background", "inline", "off")
+UNDECIDED = ("deliver", "hold")
 
 
 def _fast_path(value: Any) -> str:

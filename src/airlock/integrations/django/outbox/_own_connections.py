@@ -9,19 +9,33 @@ hook (see ``_testing_teardown``) calls them before the database is dropped.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
+from airlock.integrations.django.outbox._testing_teardown import close_before_teardown
+
 __all__ = ["close_own_connections", "track", "untrack"]
 
+_log = logging.getLogger("airlock.integrations.django.outbox")
 _lock = threading.Lock()
 _closers: dict[str, list[Callable[[], None]]] = {}
+_hooked: set[str] = set()  # aliases whose test-database teardown closes them (``_testing_teardown``)
 
 
 def track(alias: str, close: Callable[[], None]) -> None:
-    """Remember ``close`` as the way to close a connection of the process's own to ``alias``."""
+    """Remember ``close`` as the way to close a connection of the process's own to ``alias``.
+
+    The first one on an alias also installs the hook that calls it before a
+    test database of that alias is dropped (so a project whose outbox opens no
+    connection of its own pays nothing).
+    """
     with _lock:
         _closers.setdefault(alias, []).append(close)
+        first = alias not in _hooked
+        _hooked.add(alias)
+    if first:
+        close_before_teardown(alias)
 
 
 def untrack(alias: str, close: Callable[[], None]) -> None:
@@ -33,7 +47,11 @@ def untrack(alias: str, close: Callable[[], None]) -> None:
 
 
 def close_own_connections(alias: str | None = None) -> None:
-    """Close every tracked connection to ``alias`` (every alias if ``None``); errors are the closer's own."""
+    """Close every tracked connection to ``alias`` (every alias if ``None``).
+
+    A closer that raises is logged, and the others still run: the database is
+    about to be dropped, and each connection left open would stop that.
+    """
     with _lock:
         if alias is None:
             taken = [close for closers in _closers.values() for close in closers]
@@ -41,4 +59,7 @@ def close_own_connections(alias: str | None = None) -> None:
         else:
             taken = _closers.pop(alias, [])
     for close in taken:
-        close()
+        try:
+            close()
+        except Exception:
+            _log.exception("airlock outbox: closing a connection of its own failed (%r)", close)

@@ -1,0 +1,6 @@
+import dramatiq
+
+
+@dramatiq.actor
+def send_confirmation(order_id):
+    return order_id

@@ -1,0 +1,6 @@
+from celery import shared_task
+
+
+@shared_task
+def send_confirmation(order_id):
+    return order_id
