@@ -91,11 +91,17 @@ class _Owned:
 
 
 class OwnRedis(_Owned):
-    """A ``redis-server`` of our own on a free port, with no persistence."""
+    """A ``redis-server`` of our own on a free port, with no persistence.
 
-    def __init__(self) -> None:
+    ``appendonly=True``: with an append-only file fsynced at every write, as a
+    deployment keeps its broker (docs/reliability.md); what it acknowledged
+    survives ``stop()``, ``kill()`` and ``start()``.
+    """
+
+    def __init__(self, *, appendonly: bool = False) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed; install it to run the fault tests")
+        self.appendonly = appendonly
         self.port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="airlock-redis-"))
         self._pidfile = self._dir / "redis.pid"
@@ -125,7 +131,8 @@ class OwnRedis(_Owned):
                 "--pidfile", str(self._pidfile),
                 "--dir", str(self._dir),
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always",
                 "--logfile", str(self._dir / "redis.log"),
             ],
             check=True,

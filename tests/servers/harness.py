@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,16 +63,23 @@ def psql(name: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 
 @contextlib.contextmanager
-def database(prefix: str = "airlock_servers") -> Iterator[str]:
-    """A migrated PostgreSQL database of this run's own; dropped (connections and all) afterwards."""
+def database(prefix: str = "airlock_servers", migrate: Callable[[str], None] | None = None) -> Iterator[str]:
+    """A migrated PostgreSQL database of this run's own; dropped (connections and all) afterwards.
+
+    ``migrate(name)`` migrates it (default: the served project's ``migrate``); the
+    projects of ``tests/projects/`` run their own ``manage.py migrate``.
+    """
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     psql("postgres", f"CREATE DATABASE {name}")
     try:
-        env = environment(name, "redis://127.0.0.1:1/0", "unused", "plain")
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "--verbosity", "0"],
-            cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        if migrate is not None:
+            migrate(name)
+        else:
+            env = environment(name, "redis://127.0.0.1:1/0", "unused", "plain")
+            subprocess.run(
+                [sys.executable, "-m", "django", "migrate", "--verbosity", "0"],
+                cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
         yield name
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -121,13 +128,15 @@ def wait_until_due(db: str, token: str | None = None) -> float:
 class Server:
     """One started process (a server, a worker, a command), with its log in a file."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path, port: int | None) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log_dir: Path, port: int | None, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.port = port
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = open(self.log_path, "w+b")
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
@@ -192,8 +201,10 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, name: str, command: list[str], env: dict[str, str], port: int | None = None) -> Server:
-        server = Server(name, command, env, self.log_dir, port)
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], port: int | None = None, cwd: Path = ROOT
+    ) -> Server:
+        server = Server(name, command, env, self.log_dir, port, cwd)
         self.started.append(server)
         return server
 
