@@ -42,6 +42,9 @@ TOOLS_PYTHON = "3.11"
 # AIRLOCK_SQLITE_EVERY_LANE=1 asks for it anyway.
 SQLITE_LANE = "3.11"
 MARIADB_LANE = "3.10"  # the outbox tests again on MariaDB
+# Tests marked one_lane (version-independent: fresh interpreters, real processes) run here only.
+ONE_LANE = "3.10"
+PROJECTS_LANE = "3.11"  # tests/projects on Django 5.2 (the Django Tasks project on the Django 6 lane)
 # What the reruns on SQLite and MariaDB cover (the rest does not depend on the database).
 OUTBOX_TESTS = [
     f"tests/test_django_outbox{name}.py" for name in ("", "_relay", "_faults", "_drain", "_ops", "_writers")
@@ -86,9 +89,16 @@ def tests(session: nox.Session) -> None:
     # The main run leaves to runs beside it (below) what isolates itself: the outbox on a
     # RabbitMQ of its own and the real servers, each on one lane; four relays over 10,000
     # rows run on one lane too, and the outbox tests under both fast paths.
-    env = {"AIRLOCK_TEST_DB_SUFFIX": suffix, "AIRLOCK_SKIP_OWN_RABBITMQ": "1", "AIRLOCK_SKIP_SERVERS": "1"}
+    env = {
+        "AIRLOCK_TEST_DB_SUFFIX": suffix,
+        "AIRLOCK_SKIP_OWN_RABBITMQ": "1",
+        "AIRLOCK_SKIP_SERVERS": "1",
+        "AIRLOCK_SKIP_PROJECTS": "1",
+    }
     if session.python != lanes[0]:
         env["AIRLOCK_SKIP_TEN_THOUSAND"] = "1"
+    if session.python != ONE_LANE:
+        env["AIRLOCK_ONE_LANE_ELSEWHERE"] = "1"
     if session.python != SQLITE_LANE:
         env["AIRLOCK_TEST_FAST_PATHS"] = "background"
     # Beside the main run, sharing the two cores: each uses a database of its own and no
@@ -106,6 +116,13 @@ def tests(session: nox.Session) -> None:
         beside.append(("RabbitMQ", ["tests/test_django_outbox_rabbitmq.py"], own))
     if session.python == lanes[-1]:
         beside.append(("servers", ["tests/test_servers.py"], {"AIRLOCK_TEST_DB_SUFFIX": f"{suffix}_srv"}))
+    # The deployment-shaped projects (tests/projects/): the queues' on Django 5.2, and the
+    # Django Tasks one on Django 6; they do not depend on the Python version otherwise.
+    if session.python == PROJECTS_LANE:
+        beside.append(("projects", ["tests/test_projects.py"], {"AIRLOCK_TEST_DB_SUFFIX": f"{suffix}_prj"}))
+    elif session.python == lanes[-1]:
+        projects = ["tests/test_projects.py", "-k", "django_tasks"]
+        beside.append(("projects", projects, {"AIRLOCK_TEST_DB_SUFFIX": f"{suffix}_prj"}))
     started = [_beside(session, name, tests, extra) for name, tests, extra in beside]
     try:
         # --durations: CI's log shows where the 15-minute budget goes.

@@ -1,0 +1,1 @@
+"""Deployment-shaped projects (see _common.py)."""
