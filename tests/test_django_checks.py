@@ -67,6 +67,7 @@ CASES = [
         "outbox-task-does-not-import",
     ],
 )
+@pytest.mark.one_lane
 def test_manage_py_check_reports_a_bad_setting_as_an_error_and_everything_else_refuses_to_start(
     tmp_path: Path, airlock: Any, code: str, message: str
 ) -> None:
@@ -83,6 +84,7 @@ def test_manage_py_check_reports_a_bad_setting_as_an_error_and_everything_else_r
     assert relay.returncode != 0 and message in relay.stderr, relay.stderr
 
 
+@pytest.mark.one_lane
 def test_manage_py_check_passes_a_good_setting(tmp_path: Path) -> None:
     checked = run(tmp_path, {"OUTBOX": {"FAST_PATH": "inline"}}, "manage.py", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -152,6 +152,7 @@ def dramatiq_queue(redis: OwnRedis) -> list[str]:
 # -- in a fresh interpreter, as `manage.py airlock_relay` runs -------------------------------------
 
 
+@pytest.mark.one_lane
 @pytest.mark.parametrize("flags", [[], ["--skip-checks"]], ids=["with-checks", "skip-checks"])
 def test_the_relay_finds_celery_tasks_as_the_worker_does(site, flags):
     """autodiscover_tasks(), CELERY_IMPORTS and OUTBOX["IMPORTS"]: each source's task is delivered."""
@@ -168,6 +169,7 @@ def test_the_relay_finds_celery_tasks_as_the_worker_does(site, flags):
     assert {state for state, *_ in shop.rows().values()} == {"sent"}
 
 
+@pytest.mark.one_lane
 def test_an_unresolved_name_costs_no_attempt_is_reported_once_and_fails_once(site):
     shop = site("proj")
     gone = [shop.write("celery", "shop.tasks.renamed", n) for n in range(3)]
@@ -187,6 +189,7 @@ def test_an_unresolved_name_costs_no_attempt_is_reported_once_and_fails_once(sit
     assert rows[kept][0] == "sent" and celery_queue(shop.redis) == [kept]
 
 
+@pytest.mark.one_lane
 def test_without_the_app_import_in_the_project_package_the_error_names_that_line(site):
     bare = site("bareproj")
     intent_id = bare.write("celery", "shop.tasks.send_confirmation", 7)
@@ -199,6 +202,7 @@ def test_without_the_app_import_in_the_project_package_the_error_names_that_line
     assert bare.rows()[intent_id] == ("ready", 0, "", "")
 
 
+@pytest.mark.one_lane
 def test_check_lists_each_name_of_the_undelivered_rows_sends_nothing_and_fails_on_a_miss(site):
     shop = site("proj")
     for _ in range(2):
@@ -223,6 +227,7 @@ def test_check_lists_each_name_of_the_undelivered_rows_sends_nothing_and_fails_o
     assert sorted(state for state, *_ in shop.rows().values()) == ["dead", "held", "pending", "ready", "ready", "sent"]
 
 
+@pytest.mark.one_lane
 def test_check_passes_when_this_process_resolves_every_name(site):
     shop = site("proj")
     shop.write("celery", "shop.tasks.send_confirmation", 1)
@@ -243,6 +248,7 @@ def test_check_passes_when_this_process_resolves_every_name(site):
     ],
     ids=["huey-djhuey", "dramatiq-django_dramatiq", "dramatiq-imports"],
 )
+@pytest.mark.one_lane
 def test_the_relay_finds_huey_and_dramatiq_tasks_as_their_workers_do(site, settings, executor, task, queue):
     """djhuey with no OUTBOX["HUEY"]; django_dramatiq's discovery; without it, OUTBOX["IMPORTS"]."""
     shop = site(settings)
