@@ -210,7 +210,7 @@ def _app_modules(names: Iterable[str]) -> list[str]:
 def _dramatiq_modules() -> list[str]:
     """The modules ``manage.py rundramatiq`` passes to the ``dramatiq`` CLI, found by its own code."""
     try:
-        from django_dramatiq.management.commands.rundramatiq import (  # type: ignore[import-untyped]  # no hints
+        from django_dramatiq.management.commands.rundramatiq import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
             Command,
         )
 
