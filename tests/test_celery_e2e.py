@@ -20,10 +20,13 @@ from tests.celery_support import (
     running_worker,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    # kombu's RabbitMQ transport still calls datetime.utcnow() on this Python.
-    "ignore:datetime.datetime.utcnow:DeprecationWarning",
-)
+pytestmark = [
+    pytest.mark.one_lane,  # a real broker and worker: the same Celery on every lane
+    pytest.mark.filterwarnings(
+        # kombu's RabbitMQ transport still calls datetime.utcnow() on this Python.
+        "ignore:datetime.datetime.utcnow:DeprecationWarning",
+    ),
+]
 
 
 @pytest.fixture(scope="module", params=["redis", "rabbitmq"], ids=["redis", "rabbitmq"])

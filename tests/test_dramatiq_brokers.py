@@ -26,6 +26,8 @@ from airlock.integrations.dramatiq import AirlockMiddleware, dramatiq_executor
 from tests.conftest import require_service
 from tests.otel_support import instrumented, send_through_worker
 
+pytestmark = pytest.mark.one_lane  # real brokers and workers: the same Dramatiq on every lane
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

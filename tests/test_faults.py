@@ -23,6 +23,8 @@ from airlock.integrations.executors.huey import make_huey_executor
 from tests.conftest import require_service
 from tests.faults import STOP_AFTER, OwnRedis, cases, fault, flush_into, target
 
+pytestmark = pytest.mark.one_lane  # brokers of its own, stopped and frozen: the same queue libraries on every lane
+
 COUNT = 10
 # Far above any flush that works (a few seconds): only there so a hang fails the test.
 CAP = 30.0

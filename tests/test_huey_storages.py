@@ -26,6 +26,8 @@ from airlock.integrations.huey import airlock_task, huey_executor
 from tests.conftest import require_service
 from tests.otel_support import instrumented, send_through_worker
 
+pytestmark = pytest.mark.one_lane  # real storages and consumers: the same Huey on every lane
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 TIMEOUT = 10.0

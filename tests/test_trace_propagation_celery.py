@@ -25,10 +25,13 @@ from tests.celery_support import RABBITMQ_URL, REDIS_URL, serving
 from tests.conftest import require_service
 from tests.otel_support import Telemetry, instrumented, send_through_worker
 
-pytestmark = pytest.mark.filterwarnings(
-    # kombu's RabbitMQ transport still calls datetime.utcnow() on this Python.
-    "ignore:datetime.datetime.utcnow:DeprecationWarning",
-)
+pytestmark = [
+    pytest.mark.one_lane,  # a real broker and worker: the same Celery on every lane
+    pytest.mark.filterwarnings(
+        # kombu's RabbitMQ transport still calls datetime.utcnow() on this Python.
+        "ignore:datetime.datetime.utcnow:DeprecationWarning",
+    ),
+]
 
 RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 QUEUE = f"airlock-otel-celery-{RUN}"
