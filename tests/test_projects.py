@@ -134,7 +134,7 @@ def test_broker_outage(healthy: Stack) -> None:
     """Orders commit while the broker is stopped; every task arrives once it is back."""
     stack = healthy
     if stack.broker is None:
-        pytest.skip(f"{stack.project.name}'s broker is its database: test_worker_stopped_while_orders_commit")
+        pytest.skip(f"{stack.project.name}'s broker is its database; test_worker_stopped_while_orders_commit covers it")
     token = new_token("outage")
     stack.broker.stop()
     try:
