@@ -187,7 +187,7 @@ def test_every_own_connection_is_closed_even_when_one_closer_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One connection that cannot be closed must not keep the others open (each would stop the drop)."""
-    monkeypatch.setattr(_own_connections, "close_before_teardown", lambda alias: None)
+    monkeypatch.setattr(_own_connections, "close_before_teardown", lambda alias, close: None)
     closed: list[str] = []
 
     def broken() -> None:

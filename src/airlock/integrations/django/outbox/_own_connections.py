@@ -35,7 +35,7 @@ def track(alias: str, close: Callable[[], None]) -> None:
         first = alias not in _hooked
         _hooked.add(alias)
     if first:
-        close_before_teardown(alias)
+        close_before_teardown(alias, close_own_connections)
 
 
 def untrack(alias: str, close: Callable[[], None]) -> None:

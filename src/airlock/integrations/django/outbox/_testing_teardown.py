@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
@@ -27,8 +28,12 @@ _WRAPPED = "_airlock_closes_own_connections"
 _lock = threading.Lock()
 
 
-def close_before_teardown(alias: str) -> None:
-    """Make the dropping of ``alias``'s test database close the outbox's own connections to it first."""
+def close_before_teardown(alias: str, close: Callable[[str], None]) -> None:
+    """Make the dropping of ``alias``'s test database call ``close(alias)`` first.
+
+    ``close`` is ``_own_connections.close_own_connections``, passed in so that
+    this module needs nothing of the registry it serves.
+    """
     # The class, not the one ``creation`` object: ``connections[alias]`` is a
     # wrapper per thread, and the publisher opens its connection on a thread of
     # its own, while the test runner drops the database through the main
@@ -41,9 +46,7 @@ def close_before_teardown(alias: str) -> None:
 
         @functools.wraps(original)
         def destroy_test_db(self: Any, *args: Any, **kwargs: Any) -> Any:
-            from airlock.integrations.django.outbox._own_connections import close_own_connections
-
-            close_own_connections(self.connection.alias)
+            close(self.connection.alias)
             return original(self, *args, **kwargs)
 
         setattr(destroy_test_db, _WRAPPED, True)
