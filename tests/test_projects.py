@@ -95,6 +95,13 @@ def assert_once(stack: Stack, order_ids: list[int], delivered: dict[tuple[int, s
 # -- the scenarios ---------------------------------------------------------------------------
 
 
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """Write ``line`` to the terminal, captured or not: CI's log keeps the counts and times of each run."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{line}", flush=True)
+
+
 def test_lazily_imported_tasks_run_once(healthy: Stack) -> None:
     """Through the default fast path, and through the relay alone (``FAST_PATH: "off"``).
 
@@ -130,7 +137,7 @@ def test_rolled_back_orders_send_nothing(healthy: Stack) -> None:
     assert stack.rollbacks_arrived() == []
 
 
-def test_broker_outage(healthy: Stack) -> None:
+def test_broker_outage(healthy: Stack, request: pytest.FixtureRequest) -> None:
     """Orders commit while the broker is stopped; every task arrives once it is back."""
     stack = healthy
     if stack.broker is None:
@@ -150,10 +157,13 @@ def test_broker_outage(healthy: Stack) -> None:
     stack.wait_sent()
     stack.barrier()
     assert_once(stack, ids, stack.deliveries(ids))
-    print(f"{stack.project.name}: {len(delivered)} tasks of {ORDERS} orders committed during the outage, each ran once")
+    report(
+        request,
+        f"{stack.project.name}: {len(delivered)} tasks of {ORDERS} orders committed during the outage, each ran once",
+    )
 
 
-def test_worker_stopped_while_orders_commit(healthy: Stack) -> None:
+def test_worker_stopped_while_orders_commit(healthy: Stack, request: pytest.FixtureRequest) -> None:
     """A database backend's "outage": no worker runs while orders commit; each task runs once one starts.
 
     Where the broker is the project's own database (django-tasks-db) it cannot be down
@@ -181,10 +191,10 @@ def test_worker_stopped_while_orders_commit(healthy: Stack) -> None:
     stack.wait_delivered(ids, timeout=60)
     stack.barrier()
     assert_once(stack, ids, stack.deliveries(ids))
-    print(f"{stack.project.name}: {len(ids)} orders committed with no worker running, each task ran once")
+    report(request, f"{stack.project.name}: {len(ids)} orders committed with no worker running, each task ran once")
 
 
-def test_web_worker_killed_after_its_commit(healthy: Stack) -> None:
+def test_web_worker_killed_after_its_commit(healthy: Stack, request: pytest.FixtureRequest) -> None:
     """Its scope never decided; the relay learns the writer died and delivers its rows (no person)."""
     stack = healthy
     kills = 3
@@ -202,13 +212,14 @@ def test_web_worker_killed_after_its_commit(healthy: Stack) -> None:
     assert_once(stack, every, stack.deliveries(every))
     ran = stack.ran_at(every)
     recovery = [ran[ids[token][0]] - when for token, when in killed.items()]
-    print(
+    report(
+        request,
         f"{stack.project.name}: {kills} web workers killed after their commit; kill to task run: "
-        f"{', '.join(f'{seconds:.2f}s' for seconds in recovery)} (p50 {percentile(recovery, 0.5):.2f}s)"
+        f"{', '.join(f'{seconds:.2f}s' for seconds in recovery)} (p50 {percentile(recovery, 0.5):.2f}s)",
     )
 
 
-def test_relay_killed_mid_batch(healthy: Stack) -> None:
+def test_relay_killed_mid_batch(healthy: Stack, request: pytest.FixtureRequest) -> None:
     """Many ready rows; the relay SIGKILLed while it publishes them; another takes over: none lost."""
     stack = healthy
     stack.stop(stack.relay)
@@ -233,9 +244,10 @@ def test_relay_killed_mid_batch(healthy: Stack) -> None:
     delivered = stack.deliveries(ids)
     assert set(delivered) == stack.expected(ids)
     twice = sum(1 for n in delivered.values() if n > 1)
-    print(
+    report(
+        request,
         f"{stack.project.name}: relay SIGKILLed holding {claimed} claimed row(s), {sent_before} of {rows} sent "
-        f"before it; all {rows} delivered, {twice} twice (published, not yet marked)"
+        f"before it; all {rows} delivered, {twice} twice (published, not yet marked)",
     )
     stack.stop(stack.relay)  # the next scenario gets a relay at the defaults
 
@@ -318,7 +330,7 @@ class Chaos:
         self.stack.relay = self.stack.start_relay(outbox=SHORT_LEASE)
 
 
-def test_soak(healthy: Stack) -> None:
+def test_soak(healthy: Stack, request: pytest.FixtureRequest) -> None:
     """Requests in a loop under random faults; then heal: every committed order's tasks ran, none of a rollback."""
     stack = healthy
     if not stack.project.soak:
@@ -392,12 +404,13 @@ def test_soak(healthy: Stack) -> None:
     waiting = stack.broker_holds(never.values())
     assert not waiting, f"messages still waiting on the broker (another queue?): {waiting}: {stack.describe()}"
     twice = {key: n for key, n in delivered.items() if n > 1}
-    print(
+    report(
+        request,
         f"{stack.project.name} soak (seed {seed}): {soaked:.0f}s, requests {requests}, faults {chaos.done}; "
         f"{len(ids)} orders committed ({len(stack.committed(crashed))} by requests killed after their commit); "
         f"every task reached the broker, {len(delivered)} ran, {len(twice)} of them more than once "
         f"({sum(twice.values())} runs), {len(never)} taken by the broker and lost on the way to the worker "
         f"({sorted(never.values())}); nothing of {requests['rolled_back']} rollbacks arrived; "
-        f"healed in {time.monotonic() - healed:.1f}s"
+        f"healed in {time.monotonic() - healed:.1f}s",
     )
     stack.stop(stack.relay)
