@@ -12,7 +12,7 @@ from typing import Any
 try:
     from opentelemetry import metrics
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("airlock's outbox metrics need OpenTelemetry: pip install 'airlock[otel]'") from error
+    raise ImportError("airlock's outbox metrics need OpenTelemetry: pip install 'airlock-dispatch[otel]'") from error
 
 from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
 
