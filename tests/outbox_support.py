@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
@@ -123,3 +125,40 @@ def states(using: str = "default") -> list[str]:
 
 def token() -> str:
     return uuid.uuid4().hex[:10]
+
+
+class Clock:
+    """The relay's clock, which a test moves; it starts a little ahead, so rows written now are due."""
+
+    def __init__(self) -> None:
+        self.now = time.time() + 5
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def relay_outbox() -> Iterator[None]:
+    """The outbox with no fast path (the relay does it all), Celery's in-memory transport emptied."""
+    import airlock
+    from airlock.integrations.django.outbox import OutboxScope, configure_outbox
+    from airlock.integrations.executors.celery import celery_executor
+
+    configure_outbox({"FAST_PATH": False})
+    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
+    memory_messages()
+    try:
+        yield
+    finally:
+        configure_outbox(None)
+
+
+def write_ready(*values: Any, task: Any = memory_record, using: str = "default") -> None:
+    """One transaction that enqueues ``task(value)`` for each value."""
+    from django.db import transaction
+
+    import airlock
+
+    with airlock.scope(using=using), transaction.atomic(using=using):
+        for value in values:
+            airlock.enqueue(task, value)

@@ -26,10 +26,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
-from django.db import connections, transaction
+from django.db import connections
 from django.test.utils import CaptureQueriesContext, override_settings
 
-import airlock
 from airlock.integrations.django.outbox import (
     DEAD,
     HELD,
@@ -37,7 +36,6 @@ from airlock.integrations.django.outbox import (
     READY,
     SENT,
     OutboxMessage,
-    OutboxScope,
     ProcessedIntent,
     Relay,
     _relay,
@@ -45,11 +43,17 @@ from airlock.integrations.django.outbox import (
 )
 from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._retention import as_datetime
-from airlock.integrations.executors.celery import celery_executor
 from airlock.signals.outbox import relay_batch, relay_paused, relay_progress
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
-from tests.outbox_support import MEMORY_QUEUE, make_app, memory_messages, memory_record, states
+from tests.outbox_support import (
+    MEMORY_QUEUE,
+    Clock,
+    make_app,
+    relay_outbox,
+    states,
+    write_ready,
+)
 from tests.own_redis import free_port
 
 require_database()
@@ -61,34 +65,15 @@ LOGGER = "airlock.integrations.django.outbox"
 WEEK = 7 * 86400
 
 
-class Clock:
-    """The relay's clock, which a test moves; it starts a little ahead, so rows written now are due."""
-
-    def __init__(self) -> None:
-        self.now = time.time() + 5
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(autouse=True)
 def outbox() -> Iterator[None]:
-    configure_outbox({"FAST_PATH": False})
-    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
-    memory_messages()
-    yield
-    configure_outbox(None)
+    with relay_outbox():
+        yield
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-def write_ready(*values: Any, task: Any = memory_record, using: str = "default") -> None:
-    with airlock.scope(using=using), transaction.atomic(using=using):
-        for value in values:
-            airlock.enqueue(task, value)
 
 
 def value_of(row_id: int) -> Any:

@@ -22,18 +22,26 @@ from airlock.integrations.django.outbox import (
     READY,
     SENT,
     OutboxMessage,
-    OutboxScope,
     Relay,
     check_relay,
-    configure_outbox,
     outbox_stats,
 )
 from airlock.integrations.django.outbox._carriers import carrier_named
 from airlock.integrations.django.outbox._commands import parse_duration
-from airlock.integrations.executors.celery import celery_executor
 from airlock.signals.outbox import task_unresolved
 from tests.djangoproject.checks import require_database
-from tests.outbox_support import make_app, memory_messages, memory_record, rows, states, take_memory_messages, token
+from tests.outbox_support import (
+    Clock,
+    make_app,
+    memory_messages,
+    memory_record,
+    relay_outbox,
+    rows,
+    states,
+    take_memory_messages,
+    token,
+    write_ready,
+)
 from tests.own_redis import free_port
 
 require_database()
@@ -41,34 +49,15 @@ require_database()
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 
-class Clock:
-    """The relay's clock, which a test moves; it starts a little ahead, so rows written now are due."""
-
-    def __init__(self) -> None:
-        self.now = time.time() + 5
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(autouse=True)
 def outbox():
-    configure_outbox({"FAST_PATH": False})
-    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
-    memory_messages()
-    yield
-    configure_outbox(None)
+    with relay_outbox():
+        yield
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-def write_ready(*values, task=memory_record, using="default") -> None:
-    with airlock.scope(using=using), transaction.atomic(using=using):
-        for value in values:
-            airlock.enqueue(task, value)
 
 
 def relay(clock: Clock, **options) -> Relay:

@@ -30,18 +30,16 @@ from airlock.integrations.django.outbox import (
     READY,
     SENT,
     OutboxMessage,
-    OutboxScope,
     Relay,
     _writers,
     configure_outbox,
     requeue,
 )
 from airlock.integrations.django.outbox._own_connections import close_own_connections
-from airlock.integrations.executors.celery import celery_executor
 from airlock.signals.outbox import rows_recovered
 from tests.djangoproject.checks import require_database
 from tests.outbox_process import environment
-from tests.outbox_support import MEMORY_QUEUE, memory_messages, memory_record, states
+from tests.outbox_support import MEMORY_QUEUE, memory_messages, memory_record, relay_outbox, states
 
 require_database()
 
@@ -58,11 +56,8 @@ def outbox() -> Iterator[None]:
         # tests/djangoproject/settings.py makes SQLite's test databases files, which the
         # writer processes share; an in-memory one is this process's alone.
         pytest.skip("the writer processes need a SQLite file database to share")
-    configure_outbox({"FAST_PATH": False})
-    airlock.configure(scope_cls=OutboxScope, executor=celery_executor)
-    memory_messages()
-    yield
-    configure_outbox(None)
+    with relay_outbox():
+        yield
 
 
 @pytest.fixture
