@@ -23,7 +23,15 @@ from typing import Any
 from airlock._context import hooks
 from airlock._intent import Intent
 
-__all__ = ["Carrier", "TaskNotFound", "carrier_for", "carrier_named", "is_unreachable", "register_carrier"]
+__all__ = [
+    "UNRESOLVED",
+    "Carrier",
+    "TaskNotFound",
+    "carrier_for",
+    "carrier_named",
+    "is_unreachable",
+    "register_carrier",
+]
 
 
 class TaskNotFound(LookupError):
@@ -45,6 +53,11 @@ class TaskNotFound(LookupError):
         self.problem = problem
         self.fix = fix
 
+
+# What resolving a row's name raises when this process cannot find the task (a
+# TaskNotFound, a carrier's own LookupError, an import inside a resolve): the
+# relay's configuration, never the row's fault.
+UNRESOLVED: tuple[type[BaseException], ...] = (LookupError, ImportError)
 
 _OUTBOX = 'settings.AIRLOCK["OUTBOX"]'
 _IMPORTS = f'{_OUTBOX}["IMPORTS"]'

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import connections  # type: ignore[import-untyped]  # Django ships no type hints
-from django.db.models import Count  # type: ignore[import-untyped]
+from django.db.models import Count  # type: ignore[import-untyped]  # Django ships no type hints
 
-from airlock.integrations.django.outbox._carriers import carrier_named
+from airlock.integrations.django.outbox._carriers import UNRESOLVED, carrier_named
 from airlock.integrations.django.outbox._discovery import Discovery, discover_tasks
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, OutboxMessage
-from airlock.integrations.django.outbox._options import outbox_options
+from airlock.integrations.django.outbox._relay import served_databases
 
 __all__ = ["RelayCheck", "TaskName", "check_relay"]
 
@@ -96,7 +95,7 @@ def check_relay(databases: Sequence[str] | None = None) -> RelayCheck:
     """
     discovery = discover_tasks()
     names: list[TaskName] = []
-    for alias in list(databases or outbox_options()["DATABASES"] or connections.settings):
+    for alias in served_databases(databases):
         counts: dict[tuple[str, str], dict[str, int]] = {}
         found = (
             OutboxMessage.objects.using(alias)
@@ -117,6 +116,6 @@ def _verdict(executor: str, task: str) -> tuple[str, str]:
     """``("", "")`` if this process resolves the name, else ``(why not, the line to add)``."""
     try:
         carrier_named(executor).resolve(task)
-    except (LookupError, ImportError) as error:
+    except UNRESOLVED as error:
         return str(getattr(error, "problem", "") or error), str(getattr(error, "fix", "") or error)
     return "", ""

@@ -113,7 +113,8 @@ def run_relay(options: dict[str, Any], write: Any, log_to: Any = None) -> int:
         pass
     else:  # on the global meter provider: a no-op until the project sets one up
         relay.metrics = OutboxMetrics(databases=relay.databases)
-    _discover(relay)  # a module that does not import stops the relay here, named
+    with _refused_at_start():  # a module that does not import stops the relay here, named
+        relay.discover()
     with _stops_on_sigterm(relay), _logs_to(log_to, options.get("verbosity", 1)):
         if not options.get("once"):
             _touch(relay)  # a bad path is a CommandError before serving, not a traceback
@@ -134,9 +135,11 @@ def run_relay(options: dict[str, Any], write: Any, log_to: Any = None) -> int:
     return done.sent
 
 
-def _discover(relay: Relay) -> None:
+@contextmanager
+def _refused_at_start() -> Iterator[None]:
+    """A module the relay must import and cannot: a ``CommandError`` naming it, not a traceback."""
     try:
-        relay.discover()
+        yield
     except TaskDiscoveryError as error:
         raise CommandError(str(error)) from error
 
@@ -151,10 +154,8 @@ def run_check(options: dict[str, Any], write: Any) -> int:
 
     Sends nothing. Raises ``CommandError`` (a non-zero exit) if any is not resolved.
     """
-    try:
+    with _refused_at_start():
         found = check_relay(_aliases(options) or None)
-    except TaskDiscoveryError as error:
-        raise CommandError(str(error)) from error
     write("\n".join(found.lines()) + "\n")
     missing = {(name.executor, name.task): name.fix for name in found.missing}
     if missing:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from django.db import DatabaseError, connections, transaction  # type: ignore[import-untyped]  # Django ships no type hints
 
 from airlock._signal import Signal
-from airlock.integrations.django.outbox._carriers import carrier_named
+from airlock.integrations.django.outbox._carriers import UNRESOLVED, carrier_named
 from airlock.integrations.django.outbox._discovery import Discovery, discover_tasks
 from airlock.integrations.django.outbox._models import DEAD, HELD, PENDING, READY, SENT, STATES, OutboxMessage
 from airlock.integrations.django.outbox._options import UNDECIDED, outbox_options
@@ -189,7 +189,7 @@ class Relay:
         purge_batch: int = PURGE_BATCH,
     ) -> None:
         options = outbox_options()
-        self.databases = list(databases or options["DATABASES"] or connections.settings)
+        self.databases = served_databases(databases)
         self.batch_size = batch_size or options["BATCH_SIZE"]
         self.lease = options["LEASE"] if lease is None else lease
         self.max_attempts = max_attempts or options["MAX_ATTEMPTS"]
@@ -449,14 +449,7 @@ class Relay:
         if outcome.untried:
             ids = [message.ref[0] for message in outcome.untried]
             # Not an attempt: the broker was down (or the relay is stopping).
-            _update_ids(
-                connection,
-                ids,
-                "available_at = %s, claimed_by = ''",
-                [now],
-                extra="claimed_by = %s",
-                extra_values=[token],
-            )
+            _give_back(connection, ids, token, now)
             done.released += len(ids)
         if relay_batch.receivers:  # a line per batch would flood the stdlib log: the bridge's only
             relay_batch.emit(
@@ -533,7 +526,7 @@ class Relay:
                 task = self._tasks.get(key)
                 if task is None:
                     task = self._tasks[key] = carrier.resolve(name)
-            except (LookupError, ImportError) as error:
+            except UNRESOLVED as error:
                 # The relay's configuration, not the row: no attempt, and another relay may resolve it.
                 unresolved.append((row, error))
                 continue
@@ -553,14 +546,7 @@ class Relay:
         self, alias: str, rows: list[tuple[Any, BaseException]], token: str
     ) -> dict[tuple[str, str], str]:
         """Give the rows back as they were (due, no attempt), and report each name once; the new names."""
-        _update_ids(
-            connections[alias],
-            [row[0] for row, _ in rows],
-            "available_at = %s, claimed_by = ''",
-            [self.clock()],
-            extra="claimed_by = %s",
-            extra_values=[token],
-        )
+        _give_back(connections[alias], [row[0] for row, _ in rows], token, self.clock())
         new: dict[tuple[str, str], str] = {}
         for row, error in rows:
             key = (row[3], row[2])
@@ -721,6 +707,18 @@ def _tell(relay: Relay, signal: Signal, level: int, text: str, **fields: Any) ->
     if bridge is None or not bridge.is_instrumented():
         shown = {key: ", ".join(value) if isinstance(value, list) else value for key, value in fields.items()}
         _log.log(level, text, {"relay": relay.id, **shown})
+
+
+def _give_back(connection: Any, ids: Sequence[Any], token: str, now: float) -> None:
+    """Release rows this relay claimed (``token``) and did not try: due at once, no attempt spent."""
+    _update_ids(
+        connection, ids, "available_at = %s, claimed_by = ''", [now], extra="claimed_by = %s", extra_values=[token]
+    )
+
+
+def served_databases(databases: Sequence[str] | None = None) -> list[str]:
+    """The aliases a relay serves: ``databases``, else ``OUTBOX["DATABASES"]``, else every alias."""
+    return list(databases or outbox_options()["DATABASES"] or connections.settings)
 
 
 def _duration(seconds: float) -> str:
